@@ -1,0 +1,3 @@
+from dockvol._cli.main import main
+
+main()

@@ -1,0 +1,81 @@
+"""The registry interface: what the volume service needs from durable state.
+
+Reads (``get``, ``all``) come from an in-memory view and never block: they serve the engine's
+hottest calls. Writes are durable before they return (the caller replies to the engine only
+after), may block (call them off the event loop), and update the view. An implementation may
+share the records with other hosts (a cluster store): then ``create`` must be atomic across
+hosts and the view must follow changes made elsewhere.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Conflict(Exception):
+    """``create`` of a name that already exists (possibly created by another host meanwhile)."""
+
+    def __init__(self, existing: VolumeRecord) -> None:
+        super().__init__(existing.name)
+        self.existing = existing
+
+
+@dataclass(frozen=True, slots=True)
+class MountRecord:
+    """One engine mount ID holding a volume: ``count`` Mounts not yet matched by Unmounts."""
+
+    mount_id: str
+    count: int
+    mountpoint: str
+    node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeRecord:
+    name: str
+    key: str
+    options: Mapping[str, str]  # as given by the user (secret options hold references only)
+    created_at: datetime
+    mounts: Mapping[str, MountRecord] = field(default_factory=dict)
+
+    @property
+    def mountpoint(self) -> str | None:
+        for m in self.mounts.values():
+            return m.mountpoint
+        return None
+
+
+class Registry(ABC):
+    """Durable volume records. One instance per plugin process."""
+
+    # -- reads: in-memory, never block ---------------------------------------------------------
+    @abstractmethod
+    def get(self, name: str) -> VolumeRecord | None: ...
+
+    @abstractmethod
+    def all(self) -> Iterable[VolumeRecord]: ...
+
+    # -- writes: durable before they return -----------------------------------------------------
+    @abstractmethod
+    def create(self, record: VolumeRecord) -> None:
+        """Add a volume; raise :class:`Conflict` if the name exists."""
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Forget a volume and its mount records (no-op if unknown)."""
+
+    @abstractmethod
+    def set_options(self, name: str, options: Mapping[str, str]) -> None: ...
+
+    @abstractmethod
+    def set_mount(self, name: str, mount: MountRecord) -> None:
+        """Insert or replace the record for ``mount.mount_id``."""
+
+    @abstractmethod
+    def delete_mount(self, name: str, mount_id: str) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (connections, leases)."""

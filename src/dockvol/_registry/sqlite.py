@@ -1,0 +1,191 @@
+"""The single-host registry: SQLite (stdlib), WAL, one fsynced transaction per change."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+
+from .base import Conflict, MountRecord, Registry, VolumeRecord
+
+DB_NAME = "registry.db"
+
+# Each entry migrates from version i to i+1; the schema version is PRAGMA user_version.
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    lambda db: db.executescript(
+        """
+        CREATE TABLE volumes (
+            name       TEXT PRIMARY KEY,
+            key        TEXT NOT NULL UNIQUE,
+            options    TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE mounts (
+            volume     TEXT NOT NULL REFERENCES volumes(name) ON DELETE CASCADE,
+            mount_id   TEXT NOT NULL,
+            count      INTEGER NOT NULL CHECK (count > 0),
+            mountpoint TEXT NOT NULL,
+            PRIMARY KEY (volume, mount_id)
+        );
+        """
+    ),
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    pass
+
+
+class SqliteRegistry(Registry):
+    """Registry in ``STATE_DIR/registry.db``. Thread-safe; writes serialised by one lock."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(state_dir, 0o700)
+        self.path = state_dir / DB_NAME
+        if not self.path.exists():
+            # Create it 0600 before SQLite opens it: state can hold paths and options.
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a commit is fsynced before it returns
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+        self._view: dict[str, VolumeRecord] = self._load()
+
+    # -- setup ----------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self.path} has schema version {version}, newer than this dockvol knows "
+                f"({SCHEMA_VERSION}): upgrade dockvol, or restore the state from a backup"
+            )
+        for v in range(version, SCHEMA_VERSION):
+            with self._tx():
+                _MIGRATIONS[v](self._db)
+                self._db.execute(f"PRAGMA user_version = {v + 1}")
+
+    def _load(self) -> dict[str, VolumeRecord]:
+        mounts: dict[str, dict[str, MountRecord]] = {}
+        for volume, mount_id, count, mountpoint in self._db.execute(
+            "SELECT volume, mount_id, count, mountpoint FROM mounts"
+        ):
+            mounts.setdefault(volume, {})[mount_id] = MountRecord(mount_id, count, mountpoint)
+        view = {}
+        for name, key, options, created_at in self._db.execute(
+            "SELECT name, key, options, created_at FROM volumes"
+        ):
+            view[name] = VolumeRecord(
+                name=name,
+                key=key,
+                options=json.loads(options),
+                created_at=datetime.fromisoformat(created_at),
+                mounts=mounts.get(name, {}),
+            )
+        return view
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def get(self, name: str) -> VolumeRecord | None:
+        return self._view.get(name)
+
+    def all(self) -> Iterable[VolumeRecord]:
+        return self._view.values()
+
+    # -- writes ---------------------------------------------------------------------------------
+    def create(self, record: VolumeRecord) -> None:
+        with self._lock:
+            existing = self._view.get(record.name)
+            if existing is not None:
+                raise Conflict(existing)
+            with self._tx():
+                self._db.execute(
+                    "INSERT INTO volumes (name, key, options, created_at) VALUES (?, ?, ?, ?)",
+                    (
+                        record.name,
+                        record.key,
+                        json.dumps(dict(record.options), sort_keys=True),
+                        record.created_at.isoformat(),
+                    ),
+                )
+                for m in record.mounts.values():
+                    self._insert_mount(record.name, m)
+            self._view = {**self._view, record.name: record}
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            with self._tx():
+                self._db.execute("DELETE FROM volumes WHERE name = ?", (name,))
+            view = dict(self._view)
+            view.pop(name, None)
+            self._view = view
+
+    def set_options(self, name: str, options: Mapping[str, str]) -> None:
+        with self._lock:
+            with self._tx():
+                self._db.execute(
+                    "UPDATE volumes SET options = ? WHERE name = ?",
+                    (json.dumps(dict(options), sort_keys=True), name),
+                )
+            self._replace(name, options=dict(options))
+
+    def set_mount(self, name: str, mount: MountRecord) -> None:
+        with self._lock:
+            with self._tx():
+                self._insert_mount(name, mount)
+            rec = self._view[name]
+            self._replace(name, mounts={**rec.mounts, mount.mount_id: mount})
+
+    def delete_mount(self, name: str, mount_id: str) -> None:
+        with self._lock:
+            with self._tx():
+                self._db.execute(
+                    "DELETE FROM mounts WHERE volume = ? AND mount_id = ?", (name, mount_id)
+                )
+            rec = self._view.get(name)
+            if rec is not None and mount_id in rec.mounts:
+                mounts = {k: v for k, v in rec.mounts.items() if k != mount_id}
+                self._replace(name, mounts=mounts)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _insert_mount(self, name: str, m: MountRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO mounts (volume, mount_id, count, mountpoint) VALUES (?, ?, ?, ?)",
+            (name, m.mount_id, m.count, m.mountpoint),
+        )
+
+    def _replace(self, name: str, **changes: object) -> None:
+        # Records are immutable and replaced whole, so readers on the event loop never see a
+        # half-applied change; only create/delete (which change the size) copy the dict, so a
+        # List iterating the view is never disturbed.
+        rec = self._view[name]
+        self._view[name] = dataclasses.replace(rec, **changes)  # type: ignore[arg-type]
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")

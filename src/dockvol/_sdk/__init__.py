@@ -1,0 +1,1 @@
+"""The driver SDK: what a plugin author sees (re-exported by ``dockvol``)."""

@@ -1,0 +1,76 @@
+"""The base class a plugin author subclasses: the only storage code in a plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from .errors import DriverError
+from .options import Option
+from .volume import Volume
+
+Scope = Literal["local", "global"]
+
+
+class Driver:
+    """What a volume *is* on this host.
+
+    Subclass it, declare ``options``, and implement ``create``, ``remove``, ``mount`` and
+    ``unmount``. The framework calls them with validated volumes, one call at a time per volume,
+    off the event loop (blocking I/O is fine). It owns everything else: names, option parsing,
+    reference counts, idempotency, durable state, the HTTP protocol. ``mount`` runs only for the
+    first user of a volume and ``unmount`` only after the last one leaves.
+
+    Raise :class:`DriverError` with a message for the user when something fails.
+    """
+
+    #: Options accepted by ``docker volume create -o``; anything else is refused.
+    options: ClassVar[Mapping[str, Option]] = {}
+    #: ``local``: the volume exists on this host only. ``global``: on every host of a cluster.
+    scope: ClassVar[Scope] = "local"
+    #: Needs CAP_SYS_ADMIN and /dev (it mounts filesystems): used to package a managed plugin.
+    needs_mount_privileges: ClassVar[bool] = False
+
+    def __init__(self, root: Path) -> None:
+        #: The directory where this driver keeps its volumes (``--root``).
+        self.root = root
+
+    def setup(self) -> None:
+        """Called once at start, before anything else (create directories, check tools)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def create(self, volume: Volume) -> None:
+        """Make the volume exist. Called once per volume (the framework handles repeats)."""
+        raise NotImplementedError
+
+    def remove(self, volume: Volume) -> None:
+        """Delete the volume. Never called while it is mounted."""
+        raise NotImplementedError
+
+    def mount(self, volume: Volume) -> Path:
+        """Make the volume usable and return the host path containers will see."""
+        raise NotImplementedError
+
+    def unmount(self, volume: Volume) -> None:
+        """The last user has gone: release what ``mount`` took (nothing, for a plain directory)."""
+
+    def status(self, volume: Volume, mountpoint: Path | None) -> Mapping[str, Any]:
+        """Extra fields for ``docker volume inspect``'s Status. Called on the event loop on every
+        Get: keep it cheap and never block (no network, no subprocesses)."""
+        return {}
+
+    def recover(self, volume: Volume, mountpoint: Path | None) -> Path | None:
+        """Called once per known volume at start, before serving.
+
+        ``mountpoint`` is where the volume was mounted when the plugin last ran, if containers
+        still hold it (their mount records survived), else ``None``. Make reality match: mount
+        again what must be mounted, release what must not be. Return the mountpoint now in use
+        (or ``None``). Raise :class:`DriverError` to report a volume that cannot be recovered: it
+        stays registered, so the engine loses nothing.
+        """
+        return mountpoint
+
+    def resize(self, volume: Volume, size: int, mountpoint: Path | None) -> None:
+        """Grow the volume to ``size`` bytes (``dockvol volume resize``)."""
+        raise DriverError(f"driver {type(self).__name__} cannot resize volumes")
