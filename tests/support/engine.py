@@ -19,8 +19,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 BUSYBOX_IMAGE = "busybox:local"
-_BUSYBOX_LINKS = ("sh", "cat", "echo", "ls", "sleep", "touch", "mkdir", "dd", "stat", "df", "rm",
-                  "true", "id", "head", "wc", "sync", "test")
+_BUSYBOX_LINKS = (
+    "sh",
+    "cat",
+    "echo",
+    "ls",
+    "sleep",
+    "touch",
+    "mkdir",
+    "dd",
+    "stat",
+    "df",
+    "rm",
+    "true",
+    "id",
+    "head",
+    "wc",
+    "sync",
+    "test",
+)
 
 
 class EngineError(RuntimeError):
@@ -30,11 +47,17 @@ class EngineError(RuntimeError):
 class Engine:
     """One private dockerd. ``Engine.start()`` returns it running; ``stop()`` ends it."""
 
-    def __init__(self, base: Path, *, extra_args: Sequence[str] = (), bind_specs: bool = True,
-                 extra_binds: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        base: Path,
+        *,
+        extra_args: Sequence[str] = (),
+        bind_specs: bool = True,
+        extra_binds: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self.dir = base
-        self.plugins_dir = base / "plugins"   # = /run/docker/plugins inside the engine
-        self.specs_dir = base / "specs"       # = /etc/docker/plugins inside the engine
+        self.plugins_dir = base / "plugins"  # = /run/docker/plugins inside the engine
+        self.specs_dir = base / "specs"  # = /etc/docker/plugins inside the engine
         self.sock = base / "docker.sock"
         self.pidfile = base / "docker.pid"
         self.log = base / "dockerd.log"
@@ -75,15 +98,21 @@ class Engine:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 ["unshare", "-m", "sh", "-c", "\n".join(script)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise EngineError(f"dockerd exited ({self.proc.returncode}):\n{self.tail_log()}")
             if self.sock.exists():
-                r = subprocess.run(self.cli_args("version", "--format", "{{.Server.Version}}"),
-                                   capture_output=True, text=True, timeout=30)
+                r = subprocess.run(
+                    self.cli_args("version", "--format", "{{.Server.Version}}"),
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
                 if r.returncode == 0:
                     self.version = r.stdout.strip()
                     return
@@ -100,13 +129,17 @@ class Engine:
     def cli_args(self, *args: str) -> list[str]:
         return ["docker", "-H", f"unix://{self.sock}", *args]
 
-    def docker(self, *args: str, check: bool = True, timeout: float = 180.0,
-               input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def docker(
+        self, *args: str, check: bool = True, timeout: float = 180.0, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the docker CLI against this engine."""
-        r = subprocess.run(self.cli_args(*args), capture_output=True, text=True,
-                           timeout=timeout, input=input)
+        r = subprocess.run(
+            self.cli_args(*args), capture_output=True, text=True, timeout=timeout, input=input
+        )
         if check and r.returncode != 0:
-            raise EngineError(f"docker {' '.join(args)} failed ({r.returncode}):\n{r.stderr}{r.stdout}")
+            raise EngineError(
+                f"docker {' '.join(args)} failed ({r.returncode}):\n{r.stderr}{r.stdout}"
+            )
         return r
 
     def ensure_busybox(self) -> str:
@@ -125,8 +158,13 @@ class Engine:
                 link.symlink_to("busybox")
         (root / "tmp").mkdir(exist_ok=True)
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        r = subprocess.run(self.cli_args("import", "-", BUSYBOX_IMAGE), stdin=tar.stdout,
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            self.cli_args("import", "-", BUSYBOX_IMAGE),
+            stdin=tar.stdout,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         tar.wait()
         if r.returncode != 0:
             raise EngineError(f"docker import failed: {r.stderr}")
@@ -150,6 +188,12 @@ class Engine:
                 self.proc.wait()
         self.proc = None
         # vfs layers and container state live under data/: unmount anything left, then delete.
-        subprocess.run(["sh", "-c", f"grep -o ' {self.dir}/[^ ]*' /proc/mounts | sort -r | "
-                        "xargs -r -n1 umount -l"], capture_output=True)
+        subprocess.run(
+            [
+                "sh",
+                "-c",
+                f"grep -o ' {self.dir}/[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+            ],
+            capture_output=True,
+        )
         shutil.rmtree(self.dir, ignore_errors=True)

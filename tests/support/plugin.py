@@ -27,8 +27,14 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = s
 
 
-def call(sock: str | Path, endpoint: str, body: Any = None, *, raw: bytes | None = None,
-         timeout: float = 30.0) -> tuple[int, Any]:
+def call(
+    sock: str | Path,
+    endpoint: str,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, Any]:
     """POST one request shaped like the engine's (no Content-Type, trailing newline)."""
     if raw is None:
         raw = b"" if body is None else json.dumps(body).encode() + b"\n"
@@ -54,8 +60,16 @@ class Plugin:
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def start(cls, sock: Path, root: Path, state: Path, *extra: str, name: str | None = None,
-              timeout: float = 20.0, env: dict[str, str] | None = None) -> Plugin:
+    def start(
+        cls,
+        sock: Path,
+        root: Path,
+        state: Path,
+        *extra: str,
+        name: str | None = None,
+        timeout: float = 20.0,
+        env: dict[str, str] | None = None,
+    ) -> Plugin:
         args = ["--socket", str(sock), "--root", str(root), "--state", str(state), *extra]
         if name:
             args += ["--name", name]
@@ -68,12 +82,16 @@ class Plugin:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "dockvol", "serve", *self.args],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"dockvol serve exited ({self.proc.returncode}):\n{self.output()}")
+                raise RuntimeError(
+                    f"dockvol serve exited ({self.proc.returncode}):\n{self.output()}"
+                )
             try:
                 status, _ = call(self.sock, "VolumeDriver.Capabilities", {}, timeout=2)
                 if status == 200:

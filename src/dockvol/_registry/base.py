@@ -77,5 +77,13 @@ class Registry(ABC):
     @abstractmethod
     def delete_mount(self, name: str, mount_id: str) -> None: ...
 
+    # -- cluster hooks: no-ops on a single host -------------------------------------------------
+    def acquire(self, name: str) -> None:  # noqa: B027 - optional hook
+        """Called before the first mount of ``name`` on this host; raise to refuse the mount
+        (for example: a single-node volume held by another node). The message reaches the user."""
+
+    def release(self, name: str) -> None:  # noqa: B027 - optional hook
+        """Called after the last unmount of ``name`` on this host."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections, leases)."""

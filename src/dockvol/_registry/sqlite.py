@@ -7,7 +7,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -15,25 +15,24 @@ from .base import Conflict, MountRecord, Registry, VolumeRecord
 
 DB_NAME = "registry.db"
 
-# Each entry migrates from version i to i+1; the schema version is PRAGMA user_version.
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    lambda db: db.executescript(
-        """
-        CREATE TABLE volumes (
+# Entry i migrates the schema from version i to i+1 (the version is PRAGMA user_version).
+# Plain statements, run inside one transaction (executescript would commit on its own).
+_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE volumes (
             name       TEXT PRIMARY KEY,
             key        TEXT NOT NULL UNIQUE,
             options    TEXT NOT NULL,
             created_at TEXT NOT NULL
-        );
-        CREATE TABLE mounts (
+        )""",
+        """CREATE TABLE mounts (
             volume     TEXT NOT NULL REFERENCES volumes(name) ON DELETE CASCADE,
             mount_id   TEXT NOT NULL,
             count      INTEGER NOT NULL CHECK (count > 0),
             mountpoint TEXT NOT NULL,
             PRIMARY KEY (volume, mount_id)
-        );
-        """
-    ),
+        )""",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -71,7 +70,8 @@ class SqliteRegistry(Registry):
             )
         for v in range(version, SCHEMA_VERSION):
             with self._tx():
-                _MIGRATIONS[v](self._db)
+                for statement in _MIGRATIONS[v]:
+                    self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {v + 1}")
 
     def _load(self) -> dict[str, VolumeRecord]:

@@ -32,7 +32,9 @@ def parse_size(text: str) -> int:
     """``512M``, ``10G``, ``1048576`` -> bytes (binary units; a trailing ``B``/``iB`` is allowed)."""
     m = _SIZE_RE.match(text)
     if not m:
-        raise ValueError(f"{text!r} is not a size; use a number with an optional unit, like 512M or 10G")
+        raise ValueError(
+            f"{text!r} is not a size; use a number with an optional unit, like 512M or 10G"
+        )
     value = int(m.group(1)) * _UNITS[m.group(2).lower()]
     if value <= 0:
         raise ValueError("a size must be greater than zero")
@@ -144,9 +146,7 @@ def _parse_int(text: str) -> int:
         raise ValueError(f"{text!r} is not a whole number") from None
 
 
-def parse_options(
-    schema: Mapping[str, Option], given: Mapping[str, str]
-) -> dict[str, Any]:
+def parse_options(schema: Mapping[str, Option], given: Mapping[str, str]) -> dict[str, Any]:
     """Check ``given`` against ``schema``; return every option's value, defaults filled in.
 
     Raises ``ValueError`` with a message meant for the user.
@@ -168,7 +168,9 @@ def parse_options(
             values[key] = _secret_ref(key, raw)
             continue
         if opt.choices is not None and raw not in opt.choices:
-            raise ValueError(f"option {key}={raw!r} is not valid; choose one of: {', '.join(opt.choices)}")
+            raise ValueError(
+                f"option {key}={raw!r} is not valid; choose one of: {', '.join(opt.choices)}"
+            )
         try:
             values[key] = opt.parse(raw)
         except ValueError as exc:

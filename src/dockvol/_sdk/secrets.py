@@ -29,7 +29,9 @@ class SecretStore:
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                raise DriverError(f"cannot read secret {ref.name!r} from {path}: {exc.strerror}") from None
+                raise DriverError(
+                    f"cannot read secret {ref.name!r} from {path}: {exc.strerror}"
+                ) from None
             else:
                 return data.rstrip("\r\n")
         env_name = ENV_PREFIX + ref.name.upper().replace("-", "_").replace(".", "_")

@@ -32,6 +32,8 @@ class Volume:
         """The value of a secret option, resolved now from the plugin's secret store."""
         ref = self.options.get(option)
         if not isinstance(ref, SecretRef):
-            raise DriverError(f"option {option!r} of volume {self.name!r} is not a secret reference")
+            raise DriverError(
+                f"option {option!r} of volume {self.name!r} is not a secret reference"
+            )
         store = self._secrets or SecretStore()
         return store.resolve(ref)

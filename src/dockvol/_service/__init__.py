@@ -1,0 +1,1 @@
+"""The volume service: the protocol's rules, independent of HTTP and of storage."""

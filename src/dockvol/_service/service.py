@@ -1,0 +1,365 @@
+"""The rules of the protocol (PROTOCOL.md §3), between the wire and the driver.
+
+The service owns names, option parsing, per-volume locks, per-mount-ID reference counts,
+idempotent Create, Remove refusal while mounted, Status assembly and reconciliation at start.
+Reads are answered from the registry's in-memory view on the event loop; writes take the
+volume's lock, run blocking work (driver, durable registry writes) in a thread pool, and return
+only once the registry has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .._registry.base import Conflict, MountRecord, Registry, VolumeRecord
+from .._sdk.driver import Driver
+from .._sdk.errors import DriverError
+from .._sdk.options import parse_options, parse_size, redact
+from .._sdk.secrets import SecretStore
+from .._sdk.volume import Volume
+from .locks import KeyedLocks
+from .names import check_name, volume_key
+
+log = logging.getLogger("dockvol.service")
+T = TypeVar("T")
+MAX_MOUNT_ID = 256
+
+
+class VolumeError(Exception):
+    """A refusal the user can act on; becomes ``{"Err": message}``."""
+
+
+@dataclass
+class Health:
+    ready: bool = False
+    reconciled_at: str | None = None
+    volumes: int = 0
+    recovered_mounts: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "reconciled_at": self.reconciled_at,
+            "volumes": self.volumes,
+            "recovered_mounts": self.recovered_mounts,
+            "problems": list(self.problems),
+            "ok": self.ready and not self.problems,
+        }
+
+
+class VolumeService:
+    def __init__(
+        self,
+        driver: Driver,
+        registry: Registry,
+        *,
+        secrets: SecretStore | None = None,
+        max_workers: int = 32,
+    ) -> None:
+        self.driver = driver
+        self.registry = registry
+        self.secrets = secrets or SecretStore()
+        self.schema = type(driver).options
+        self.health = Health()
+        self._locks = KeyedLocks()
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dockvol")
+        # Driver.status is called on every Get; skip it entirely when the driver has none.
+        self._has_status = type(driver).status is not Driver.status
+        #: Optional observer of driver failures (metrics).
+        self.on_driver_error: Callable[[], None] | None = None
+
+    # -- start and stop -------------------------------------------------------------------------
+    def reconcile(self) -> Health:
+        """Compare the registry with what is really there, before serving (blocking)."""
+        problems: list[str] = []
+        recovered = 0
+        records = list(self.registry.all())
+        for rec in records:
+            try:
+                vol = self._volume(rec)
+                before = rec.mountpoint
+                after = self.driver.recover(vol, Path(before) if before else None)
+            except (DriverError, VolumeError) as exc:
+                problems.append(f"volume {rec.name!r}: {exc}")
+                continue
+            except Exception as exc:
+                log.exception("recover failed for volume %r", rec.name)
+                problems.append(f"volume {rec.name!r}: recover failed: {type(exc).__name__}: {exc}")
+                continue
+            if before is not None:
+                recovered += len(rec.mounts)
+                if after is not None and str(after) != before:
+                    for m in rec.mounts.values():
+                        self.registry.set_mount(
+                            rec.name, MountRecord(m.mount_id, m.count, str(after), m.node)
+                        )
+        for p in problems:
+            log.warning("reconcile: %s", p)
+        self.health = Health(
+            ready=True,
+            reconciled_at=_rfc3339(datetime.now(UTC)),
+            volumes=len(records),
+            recovered_mounts=recovered,
+            problems=problems,
+        )
+        log.info(
+            "reconciled %d volume(s), %d mount record(s) kept, %d problem(s)",
+            len(records),
+            recovered,
+            len(problems),
+        )
+        return self.health
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.registry.close()
+
+    # -- reads (event loop, no I/O) -------------------------------------------------------------
+    @property
+    def scope(self) -> str:
+        return self.driver.scope
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        rec = self.registry.get(name)
+        if rec is None:
+            return None
+        mp = rec.mountpoint
+        status: dict[str, Any] = {
+            "mounts": sum(m.count for m in rec.mounts.values()),
+            "mount_ids": sorted(rec.mounts),
+            "options": redact(self.schema, rec.options),
+        }
+        if self._has_status:
+            try:
+                status.update(self.driver.status(self._volume(rec), Path(mp) if mp else None))
+            except Exception as exc:  # a Get error makes the engine forget the volume: never fail
+                log.warning("status of volume %r failed: %s", name, exc)
+                status["status_error"] = str(exc)
+        out: dict[str, Any] = {
+            "Name": rec.name,
+            "CreatedAt": _rfc3339(rec.created_at),
+            "Status": status,
+        }
+        if mp:
+            out["Mountpoint"] = mp
+        return out
+
+    def list(self) -> list[dict[str, str]]:
+        out = []
+        for rec in self.registry.all():
+            mp = rec.mountpoint
+            out.append({"Name": rec.name, "Mountpoint": mp} if mp else {"Name": rec.name})
+        return out
+
+    def path(self, name: str) -> str:
+        rec = self._existing(name)
+        return rec.mountpoint or ""
+
+    def summary(self) -> dict[str, Any]:
+        """For ``dockvol status``: volumes, mounts, health."""
+        vols = []
+        mounts = 0
+        for rec in self.registry.all():
+            mounts += len(rec.mounts)
+            vols.append(
+                {"name": rec.name, "mounts": len(rec.mounts), "mountpoint": rec.mountpoint or ""}
+            )
+        return {
+            "driver": type(self.driver).__name__,
+            "scope": self.scope,
+            "volumes": vols,
+            "active_mounts": mounts,
+            "health": self.health.as_dict(),
+        }
+
+    # -- writes ---------------------------------------------------------------------------------
+    async def create(self, name: str, opts: Mapping[str, str]) -> None:
+        check_name(name)
+        try:
+            values = parse_options(self.schema, opts)
+        except ValueError as exc:
+            raise VolumeError(f"cannot create volume {name!r}: {exc}") from None
+        async with self._locks.hold(name):
+            existing = self.registry.get(name)
+            if existing is not None:
+                self._same_or_refuse(existing, opts, values)
+                return
+            now = datetime.now(UTC)
+            rec = VolumeRecord(name=name, key=volume_key(name), options=dict(opts), created_at=now)
+            try:
+                # Claim the name first: on a shared registry this is the atomic step, and the
+                # loser of a race must not touch storage the winner now owns.
+                await self._run(self.registry.create, rec)
+            except Conflict as c:
+                self._same_or_refuse(c.existing, opts, values)
+                return
+            vol = self._volume(rec)
+            try:
+                await self._driver(f"create volume {name!r}", self.driver.create, vol)
+            except BaseException:
+                await self._run(self.registry.delete, name)
+                raise
+
+    async def remove(self, name: str) -> None:
+        async with self._locks.hold(name):
+            rec = self.registry.get(name)
+            if rec is None:
+                return  # already gone: a retried Remove must succeed
+            if rec.mounts:
+                ids = ", ".join(i[:12] for i in sorted(rec.mounts))
+                raise VolumeError(
+                    f"volume {name!r} is in use by {len(rec.mounts)} mount(s) (mount IDs {ids}); "
+                    "stop the containers using it, then remove it"
+                )
+            await self._driver(f"remove volume {name!r}", self.driver.remove, self._volume(rec))
+            await self._run(self.registry.delete, name)
+
+    async def mount(self, name: str, mount_id: str) -> str:
+        _check_mount_id(mount_id)
+        async with self._locks.hold(name):
+            rec = self._existing(name)
+            held = rec.mounts.get(mount_id)
+            if held is not None:  # same ID again (docker cp into a running container)
+                await self._run(
+                    self.registry.set_mount,
+                    name,
+                    MountRecord(mount_id, held.count + 1, held.mountpoint, held.node),
+                )
+                return held.mountpoint
+            mp = rec.mountpoint
+            first = mp is None
+            if first:
+                await self._run(self.registry.acquire, name)
+                try:
+                    path = await self._driver(
+                        f"mount volume {name!r}", self.driver.mount, self._volume(rec)
+                    )
+                except BaseException:
+                    await self._run(self.registry.release, name)
+                    raise
+                mp = str(path)
+            assert mp is not None
+            try:
+                await self._run(self.registry.set_mount, name, MountRecord(mount_id, 1, mp))
+            except BaseException:
+                if first:
+                    await self._run(self.driver.unmount, self._volume(rec))
+                    await self._run(self.registry.release, name)
+                raise
+            return mp
+
+    async def unmount(self, name: str, mount_id: str) -> None:
+        async with self._locks.hold(name):
+            rec = self.registry.get(name)
+            held = rec.mounts.get(mount_id) if rec is not None else None
+            if rec is None or held is None:
+                return  # unknown ID: nothing holds it, so there is nothing to release
+            if held.count > 1:
+                await self._run(
+                    self.registry.set_mount,
+                    name,
+                    MountRecord(mount_id, held.count - 1, held.mountpoint, held.node),
+                )
+                return
+            # Record first: a crash after this leaves an attachment that recover() releases,
+            # never a record that would keep the volume "in use" forever.
+            await self._run(self.registry.delete_mount, name, mount_id)
+            after = self.registry.get(name)
+            if after is not None and not after.mounts:
+                try:
+                    await self._driver(
+                        f"unmount volume {name!r}", self.driver.unmount, self._volume(rec)
+                    )
+                finally:
+                    await self._run(self.registry.release, name)
+
+    async def resize(self, name: str, size_text: str) -> int:
+        if "size" not in self.schema:
+            raise VolumeError(f"driver {type(self.driver).__name__} has no size to change")
+        try:
+            size = parse_size(size_text)
+        except ValueError as exc:
+            raise VolumeError(f"cannot resize volume {name!r}: {exc}") from None
+        async with self._locks.hold(name):
+            rec = self._existing(name)
+            mp = rec.mountpoint
+            await self._driver(
+                f"resize volume {name!r}",
+                self.driver.resize,
+                self._volume(rec),
+                size,
+                Path(mp) if mp else None,
+            )
+            await self._run(self.registry.set_options, name, {**rec.options, "size": str(size)})
+        return size
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _existing(self, name: str) -> VolumeRecord:
+        rec = self.registry.get(name)
+        if rec is None:
+            raise VolumeError(f"volume {name!r} not found")
+        return rec
+
+    def _volume(self, rec: VolumeRecord) -> Volume:
+        try:
+            values = parse_options(self.schema, rec.options)
+        except ValueError as exc:
+            raise VolumeError(
+                f"stored options of volume {rec.name!r} are no longer valid: {exc}"
+            ) from None
+        return Volume(rec.name, rec.key, values, rec.created_at, rec.options, self.secrets)
+
+    def _same_or_refuse(
+        self, existing: VolumeRecord, opts: Mapping[str, str], values: Mapping[str, Any]
+    ) -> None:
+        try:
+            old = parse_options(self.schema, existing.options)
+        except ValueError:
+            old = {}
+        if old == values:
+            return
+        differ = sorted(k for k in values if old.get(k) != values[k])
+        shown = redact(self.schema, existing.options)
+        raise VolumeError(
+            f"volume {existing.name!r} already exists with different options "
+            f"(differs in: {', '.join(differ)}; existing: {shown or 'no options'}); "
+            "use the same options, or remove the volume first"
+        )
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)
+
+    async def _driver(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self._run(fn, *args)
+        except (DriverError, VolumeError):
+            if self.on_driver_error:
+                self.on_driver_error()
+            raise
+        except Exception as exc:
+            if self.on_driver_error:
+                self.on_driver_error()
+            log.exception("driver failed to %s", what)
+            raise VolumeError(
+                f"failed to {what}: {type(exc).__name__}: {exc} (details in the plugin log)"
+            ) from None
+
+
+def _check_mount_id(mount_id: str) -> None:
+    if not mount_id or len(mount_id) > MAX_MOUNT_ID or not mount_id.isprintable():
+        raise VolumeError(
+            "the mount ID must be a non-empty printable string (the engine sends 64 hex digits)"
+        )
+
+
+def _rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -1,0 +1,1 @@
+"""Sockets and the HTTP server: how requests reach the app."""

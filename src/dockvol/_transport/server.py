@@ -1,0 +1,59 @@
+"""Running the ASGI app under uvicorn on sockets we made (unix, inherited, TCP)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+
+import uvicorn
+
+log = logging.getLogger("dockvol.server")
+
+# The engine keeps idle connections open forever (20.10); a server-side close can turn the
+# next request into an empty-body retry. So idle connections stay open for a day.
+KEEP_ALIVE_SECONDS = 24 * 3600
+
+
+def make_server(
+    app: Callable[..., Awaitable[None]],
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    limit_concurrency: int | None = 1000,
+    graceful_seconds: int = 30,
+) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        lifespan="off",  # serve reconciles before binding; embedding users get lifespan
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=graceful_seconds,
+        limit_concurrency=limit_concurrency,
+        h11_max_incomplete_event_size=64 * 1024,
+        # Our own context (mutual TLS settings) instead of one uvicorn builds from files.
+        ssl_context_factory=(lambda _cfg, _default: ssl_context) if ssl_context else None,
+    )
+    return uvicorn.Server(config)
+
+
+def run(
+    server: uvicorn.Server,
+    sockets: Sequence[socket.socket],
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain in-flight requests."""
+
+    async def main() -> None:
+        task = asyncio.create_task(server.serve(sockets=list(sockets)))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.005)
+        if server.started and on_ready is not None:
+            on_ready()
+        await task
+
+    asyncio.run(main())

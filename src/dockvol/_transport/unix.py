@@ -1,0 +1,95 @@
+"""The plugin's unix socket: permissions, stale sockets, clean removal."""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import socket
+import stat
+from pathlib import Path
+
+MAX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
+
+
+class SocketError(Exception):
+    """The socket cannot be used; the message says what to do."""
+
+
+def default_group() -> str | None:
+    """``docker`` if that group exists (the engine's users), else root only."""
+    try:
+        grp.getgrnam("docker")
+    except KeyError:
+        return None
+    return "docker"
+
+
+def bind_unix(path: Path, group: str | None) -> socket.socket:
+    """A listening socket at ``path``, mode 0660, owned by ``group``.
+
+    A socket left by a dead process is replaced; a live one is refused (two plugins on one
+    socket would split the engine's requests between them).
+    """
+    raw = os.fsencode(path)
+    if len(raw) > MAX_PATH:
+        raise SocketError(
+            f"socket path {path} is {len(raw)} bytes; unix sockets allow {MAX_PATH}: choose a shorter --socket"
+        )
+    gid = -1
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise SocketError(
+                f"group {group!r} does not exist: create it or pass another --socket-group"
+            ) from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o117)  # born 0660: no window where others could connect
+    try:
+        sock.bind(raw)
+    except OSError as exc:
+        sock.close()
+        raise SocketError(f"cannot bind {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old)
+    if gid != -1:
+        os.chown(raw, -1, gid)
+    os.chmod(raw, 0o660)
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _clear_stale(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketError(
+            f"{path} exists and is not a socket: move it away or choose another --socket"
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(os.fsencode(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink(missing_ok=True)  # nobody listens: left by a dead process
+        return
+    except OSError:
+        pass  # timeout or other: assume alive
+    finally:
+        probe.close()
+    raise SocketError(
+        f"another process is serving {path}; stop it first (or choose another --socket / --name)"
+    )
+
+
+def remove_socket(path: Path, sock: socket.socket) -> None:
+    """Remove our socket file, only if it is still ours (same inode)."""
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_ino == os.fstat(sock.fileno()).st_ino:
+            path.unlink()

@@ -1,0 +1,1 @@
+"""The wire: Docker's plugin protocol over HTTP, as an ASGI application."""

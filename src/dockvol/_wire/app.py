@@ -1,0 +1,225 @@
+"""The ASGI application: routes Docker's requests to the volume service.
+
+It is a plain ASGI callable (no framework): routing is a dict lookup, bodies are bounded, every
+reply is a JSON object, and no exception ever reaches the wire as a stack trace. Get, List,
+Capabilities and Path are answered on the event loop from memory; the service moves blocking
+work to threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from .._registry.base import Registry
+from .._sdk.driver import Driver
+from .._sdk.errors import DriverError
+from .._sdk.secrets import SecretStore
+from .._service.service import VolumeError, VolumeService
+from . import protocol as p
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+#: (endpoint, volume name, mount id, seconds, outcome, error message) -> None
+Observer = Callable[[str, str, str, float, str, str], None]
+
+MAX_BODY = 1 << 20  # the largest real request (Create with options) is a few KiB
+
+access_log = logging.getLogger("dockvol.access")
+_HEADERS = [(b"content-type", p.CONTENT_TYPE)]
+
+
+class PluginApp:
+    """ASGI app serving one driver. Build it with :func:`create_app`."""
+
+    def __init__(self, service: VolumeService, *, max_body: int = MAX_BODY) -> None:
+        self.service = service
+        self.max_body = max_body
+        self.observers: list[Observer] = [_log_request]
+        self._routes: dict[str, Callable[[dict[str, Any]], Awaitable[bytes]]] = {
+            p.ACTIVATE: self._activate,
+            p.CAPABILITIES: self._capabilities,
+            p.CREATE: self._create,
+            p.REMOVE: self._remove,
+            p.MOUNT: self._mount,
+            p.UNMOUNT: self._unmount,
+            p.PATH: self._path,
+            p.GET: self._get,
+            p.LIST: self._list,
+            p.RESIZE: self._resize,
+            p.STATUS: self._status,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                if not self.service.health.ready:  # embedded in another server: reconcile now
+                    self.service.reconcile()
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        path: str = scope["path"]
+        status, name, mount_id, err = 200, "", "", ""
+        handler = self._routes.get(path)
+        try:
+            if handler is None:
+                raise p.BadRequest(
+                    f"unknown endpoint {path!r}; this is a Docker volume plugin "
+                    "(POST /VolumeDriver.Get, /VolumeDriver.List, ...)"
+                )
+            if scope["method"] != "POST":
+                raise p.BadRequest(f"use POST for {path}")
+            body = await self._read_body(scope, receive)
+            if body is None:
+                status = 413
+                raise p.BadRequest(f"request body larger than {self.max_body} bytes")
+            data = p.decode(body)
+            if data:
+                name = _str(p.field(data, "Name"))
+                mount_id = _str(p.field(data, "ID"))
+            reply = await handler(data)
+        except (VolumeError, DriverError, p.BadRequest, ValueError) as exc:
+            err = str(exc)
+            reply = p.error(err)
+        except Exception as exc:  # never a stack trace on the wire
+            logging.getLogger("dockvol").exception("internal error on %s", path)
+            err = f"internal error in the plugin ({type(exc).__name__}); see the plugin log"
+            reply = p.error(err)
+        await send({"type": "http.response.start", "status": status, "headers": _HEADERS})
+        await send({"type": "http.response.body", "body": reply})
+        elapsed = time.perf_counter() - start
+        outcome = "error" if err else "ok"
+        for observe in self.observers:
+            observe(path, name, mount_id, elapsed, outcome, err)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                try:
+                    if int(v) > self.max_body:
+                        return None
+                except ValueError:
+                    pass
+                break
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                return b"".join(chunks)
+
+    # -- endpoints ------------------------------------------------------------------------------
+    async def _activate(self, data: dict[str, Any]) -> bytes:
+        return b'{"Implements":["VolumeDriver"]}'
+
+    async def _capabilities(self, data: dict[str, Any]) -> bytes:
+        return p.encode({"Capabilities": {"Scope": self.service.scope}})
+
+    async def _create(self, data: dict[str, Any]) -> bytes:
+        await self.service.create(p.name_of(data), p.opts_of(data))
+        return p.EMPTY
+
+    async def _remove(self, data: dict[str, Any]) -> bytes:
+        await self.service.remove(p.name_of(data))
+        return p.EMPTY
+
+    async def _mount(self, data: dict[str, Any]) -> bytes:
+        mp = await self.service.mount(p.name_of(data), p.mount_id_of(data))
+        return p.encode({"Mountpoint": mp})
+
+    async def _unmount(self, data: dict[str, Any]) -> bytes:
+        await self.service.unmount(p.name_of(data), p.mount_id_of(data))
+        return p.EMPTY
+
+    async def _path(self, data: dict[str, Any]) -> bytes:
+        return p.encode({"Mountpoint": self.service.path(p.name_of(data))})
+
+    async def _get(self, data: dict[str, Any]) -> bytes:
+        name = p.name_of(data)
+        vol = self.service.get(name)
+        if vol is None:
+            return p.error(f"volume {name!r} not found")
+        return p.encode({"Volume": vol})
+
+    async def _list(self, data: dict[str, Any]) -> bytes:
+        return p.encode({"Volumes": self.service.list()})
+
+    async def _resize(self, data: dict[str, Any]) -> bytes:
+        size = p.field(data, "Size")
+        if not isinstance(size, str):
+            raise p.BadRequest('the request needs "Size": a string like "10G"')
+        new = await self.service.resize(p.name_of(data), size)
+        return p.encode({"Size": new})
+
+    async def _status(self, data: dict[str, Any]) -> bytes:
+        return p.encode(self.service.summary())
+
+
+def _str(v: object) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _log_request(
+    endpoint: str, name: str, mount_id: str, seconds: float, outcome: str, err: str
+) -> None:
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    access_log.info(
+        "%s volume=%r id=%s %.3fms %s%s",
+        endpoint.lstrip("/"),
+        name,
+        mount_id[:12],
+        seconds * 1000,
+        outcome,
+        f": {err}" if err else "",
+        extra={
+            "endpoint": endpoint.lstrip("/"),
+            "volume": name,
+            "mount_id": mount_id,
+            "duration_ms": round(seconds * 1000, 3),
+            "outcome": outcome,
+            "error": err,
+        },
+    )
+
+
+def create_app(
+    driver: Driver,
+    *,
+    registry: Registry | None = None,
+    state_dir: Path | None = None,
+    secrets_dir: Path | None = None,
+) -> PluginApp:
+    """An ASGI app serving ``driver``: embed it in any ASGI server.
+
+    State is kept in ``registry``, or in a SQLite registry under ``state_dir``. The app
+    reconciles the registry with the driver at ASGI startup unless that was done already.
+    """
+    if registry is None:
+        if state_dir is None:
+            raise ValueError("give create_app a registry or a state_dir for its SQLite registry")
+        from .._registry.sqlite import SqliteRegistry
+
+        registry = SqliteRegistry(state_dir)
+    service = VolumeService(driver, registry, secrets=SecretStore(secrets_dir))
+    return PluginApp(service)

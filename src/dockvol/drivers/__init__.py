@@ -1,0 +1,1 @@
+"""Reference drivers. ``dockvol serve --driver NAME`` loads ``dockvol.drivers.NAME.DRIVER``."""

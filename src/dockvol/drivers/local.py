@@ -1,0 +1,97 @@
+"""The ``local`` driver: a directory per volume under ``--root``.
+
+Like the engine's built-in ``local`` driver, but its volumes survive plugin restarts with their
+mount records, take ``uid``/``gid``/``mode`` for their top directory, and can be retained on
+remove.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from dockvol import Driver, DriverError, Option, Volume
+from dockvol._sdk.fs import child, is_real_dir, remove_tree
+
+log = logging.getLogger("dockvol.local")
+
+
+class LocalDriver(Driver):
+    options: ClassVar[Mapping[str, Option]] = {
+        "uid": Option.id(help="owner (numeric uid) of the volume's top directory"),
+        "gid": Option.id(help="group (numeric gid) of the volume's top directory"),
+        "mode": Option.mode(help="permissions of the volume's top directory, like 0755"),
+        "on_remove": Option.choice(
+            "delete",
+            "retain",
+            default="delete",
+            help="delete: remove the data with the volume; retain: forget the volume, keep its data",
+        ),
+    }
+
+    def _dir(self, volume: Volume) -> Path:
+        return child(self.root, volume.key)
+
+    def create(self, volume: Volume) -> None:
+        path = self._dir(volume)
+        try:
+            path.mkdir(mode=0o755)
+        except FileExistsError:
+            if not is_real_dir(path):
+                raise DriverError(
+                    f"{path} exists and is not a directory; move it away and create the volume again"
+                ) from None
+        except OSError as exc:
+            raise DriverError(f"cannot create {path}: {exc.strerror}") from None
+        self._apply_owner(volume, path)
+
+    def _apply_owner(self, volume: Volume, path: Path) -> None:
+        uid, gid, mode = (volume.options.get(k) for k in ("uid", "gid", "mode"))
+        if mode is None:
+            mode = 0o755  # as the engine's local driver: readable by a container's non-root user
+        try:
+            if uid is not None or gid is not None:
+                os.chown(
+                    path,
+                    -1 if uid is None else uid,
+                    -1 if gid is None else gid,
+                    follow_symlinks=False,
+                )
+            os.chmod(path, mode)
+        except OSError as exc:
+            raise DriverError(f"cannot set owner or mode of {path}: {exc.strerror}") from None
+
+    def remove(self, volume: Volume) -> None:
+        path = self._dir(volume)
+        if volume.options.get("on_remove") == "retain":
+            log.warning("volume %r removed; its data is retained in %s", volume.name, path)
+            return
+        remove_tree(self.root, path)
+
+    def mount(self, volume: Volume) -> Path:
+        path = self._dir(volume)
+        if not is_real_dir(path):
+            raise DriverError(
+                f"the directory of volume {volume.name!r} ({path}) is missing or was replaced; "
+                "remove the volume and create it again"
+            )
+        return path
+
+    def status(self, volume: Volume, mountpoint: Path | None) -> Mapping[str, Any]:
+        return {"path": str(self.root / volume.key)}
+
+    def recover(self, volume: Volume, mountpoint: Path | None) -> Path | None:
+        path = self._dir(volume)
+        if not is_real_dir(path):
+            if os.path.lexists(path):
+                raise DriverError(f"{path} is not a directory; move it away to use the volume")
+            # Created in the registry but the plugin died before the directory was made:
+            # nothing was ever written to it, so an empty directory is the true state.
+            self.create(volume)
+        return mountpoint
+
+
+DRIVER = LocalDriver
