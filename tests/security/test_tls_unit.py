@@ -162,7 +162,7 @@ def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
     assert tls.parse_hostport(text) == expected
 
 
-@pytest.mark.parametrize("text", ["nohost", "h:0", "h:65536", "h:x"])
+@pytest.mark.parametrize("text", ["nohost", "h:-1", "h:65536", "h:x"])
 def test_parse_hostport_rejects(text: str) -> None:
     with pytest.raises(tls.TLSError):
         tls.parse_hostport(text)

@@ -328,8 +328,8 @@ def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int
     if not sep:
         raise TLSError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:9090)")
     host = host.strip("[]") or default_host
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise TLSError(f"{text!r}: the port must be a number from 1 to 65535")
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise TLSError(f"{text!r}: the port must be a number from 0 (any free port) to 65535")
     return host, int(port_text)
 
 
@@ -425,7 +425,11 @@ class TCPPlan:
 
     @property
     def addr(self) -> str:
-        return spec_url(self.host, self.port, self.context is not None)
+        return self.addr_for(self.port)
+
+    def addr_for(self, port: int) -> str:
+        """The spec's ``Addr`` once bound (``--tcp HOST:0`` picks a free port)."""
+        return spec_url(self.host, port, self.context is not None)
 
 
 def plan_tcp(
