@@ -1,0 +1,108 @@
+"""The local driver never deletes outside a volume's own directory, nor through a mount."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from dockvol import DriverError, Volume
+from dockvol._sdk.options import parse_options
+from dockvol._service.names import volume_key
+from dockvol.drivers.local import LocalDriver
+
+
+def make(name: str, **opts: str) -> Volume:
+    values = parse_options(LocalDriver.options, opts)
+    return Volume(name, volume_key(name), values, datetime.now(UTC), opts)
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> LocalDriver:
+    d = LocalDriver(tmp_path / "root")
+    d.setup()
+    return d
+
+
+def test_create_applies_owner_and_mode(driver: LocalDriver) -> None:
+    vol = make("v", uid="1234", gid="4321", mode="0750")
+    driver.create(vol)
+    st = os.stat(driver.mount(vol))
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 4321, 0o750)
+
+
+def test_default_mode_lets_container_users_in(driver: LocalDriver) -> None:
+    vol = make("v")
+    driver.create(vol)
+    assert stat.S_IMODE(os.stat(driver.mount(vol)).st_mode) == 0o755
+
+
+def test_a_traversal_name_stays_inside_root(driver: LocalDriver, tmp_path: Path) -> None:
+    vol = make("../../escape")
+    driver.create(vol)
+    path = driver.mount(vol)
+    assert path.parent == driver.root
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
+
+
+def test_remove_does_not_follow_symlinks_out_of_the_volume(driver: LocalDriver, tmp_path: Path) -> None:
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("data")
+    vol = make("v")
+    driver.create(vol)
+    (driver.mount(vol) / "link").symlink_to(outside)
+    driver.remove(vol)
+    assert not (driver.root / vol.key).exists()
+    assert (outside / "keep.txt").read_text() == "data"
+
+
+def test_remove_refuses_a_volume_directory_swapped_for_a_symlink(driver: LocalDriver, tmp_path: Path) -> None:
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("data")
+    vol = make("v")
+    driver.create(vol)
+    path = driver.root / vol.key
+    path.rmdir()
+    path.symlink_to(outside)
+    with pytest.raises(DriverError, match="not a plain directory"):
+        driver.remove(vol)
+    assert (outside / "keep.txt").read_text() == "data"
+
+
+def test_remove_refuses_to_delete_through_a_live_mount(driver: LocalDriver, tmp_path: Path) -> None:
+    src = tmp_path / "mounted-src"
+    src.mkdir()
+    (src / "keep.txt").write_text("data")
+    vol = make("v")
+    driver.create(vol)
+    target = driver.mount(vol) / "sub"
+    target.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(target)], check=True)
+    try:
+        with pytest.raises(DriverError, match="still mounted"):
+            driver.remove(vol)
+        assert (src / "keep.txt").read_text() == "data"
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+    driver.remove(vol)
+    assert (src / "keep.txt").read_text() == "data"
+
+
+def test_retain_keeps_the_data(driver: LocalDriver) -> None:
+    vol = make("v", on_remove="retain")
+    driver.create(vol)
+    (driver.mount(vol) / "f").write_text("kept")
+    driver.remove(vol)
+    assert (driver.root / vol.key / "f").read_text() == "kept"
+
+
+def test_recover_recreates_a_directory_lost_between_registry_and_create(driver: LocalDriver) -> None:
+    vol = make("v", mode="0700")
+    assert driver.recover(vol, None) is None
+    assert stat.S_IMODE(os.stat(driver.root / vol.key).st_mode) == 0o700
