@@ -1,0 +1,513 @@
+"""The block driver: each volume is a sparse image file with its own filesystem, attached through a
+loop device and mounted on first use. The framework counts references; this module only makes the
+host match: attached and mounted while anyone uses the volume, detached otherwise."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+from dockvol import Driver, DriverError, Option, Volume
+
+from . import loop, mounttable
+from .commands import run
+from .filesystems import (
+    FILESYSTEMS,
+    Filesystem,
+    ext4_bytes,
+    parse_mkfs_options,
+    parse_mount_options,
+    probe,
+)
+
+log = logging.getLogger("dockvol.drivers.block")
+
+#: The size of a volume created without ``-o size=``: sparse, so it costs only what is written.
+DEFAULT_SIZE: Final = 10 << 30
+_ALIGN: Final = 1 << 20
+_REQUIRED_TOOLS: Final = ("losetup", "mount", "umount", "mkfs.ext4", "resize2fs")
+_XFS_TOOLS: Final = ("mkfs.xfs", "xfs_growfs")
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    device: str
+    devnum: str
+    mountpoint: Path
+
+
+@contextmanager
+def _os(what: str, hint: str) -> Iterator[None]:
+    """Turn a failing OS call into a :class:`DriverError` saying what failed and what to do."""
+    try:
+        yield
+    except OSError as exc:
+        raise DriverError(f"{what} failed: {exc.strerror or exc}; {hint}") from None
+
+
+def _devnum(device: str) -> str:
+    with _os(f"reading {device}", "the plugin needs the host's /dev"):
+        rdev = os.stat(device).st_rdev
+    return f"{os.major(rdev)}:{os.minor(rdev)}"
+
+
+def _round_up(size: int) -> int:
+    return -(-size // _ALIGN) * _ALIGN
+
+
+def human(size: int) -> str:
+    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return f"{size}B"
+
+
+class BlockDriver(Driver):
+    """Size-limited volumes: a sparse image per volume with its own ext4 or xfs filesystem."""
+
+    options: ClassVar[Mapping[str, Option]] = {
+        "size": Option.size(
+            default=DEFAULT_SIZE, help="the volume's size (512M, 10G...); default 10G, sparse"
+        ),
+        "fs": Option.choice("ext4", "xfs", default="ext4", help="the filesystem: ext4 or xfs"),
+        "mountopts": Option(
+            parse_mount_options,
+            default=(),
+            help="mount options, comma-separated, from an allow-list: noatime, nodiratime, "
+            "relatime, lazytime, discard, nosuid, nodev, noexec, sync, dirsync...; ext4: commit=N",
+        ),
+        "mkfsopts": Option(
+            parse_mkfs_options,
+            default=(),
+            help="mkfs options NAME=VALUE, comma-separated: label, inode_size; ext4: reserved "
+            "(percent for root, default 0), inode_ratio, journal=yes|no; xfs: reflink=0|1",
+        ),
+        "uid": Option.id(help="owner of the volume's top directory"),
+        "gid": Option.id(help="group of the volume's top directory"),
+        "mode": Option.mode(help="permissions of the volume's top directory, like 0750"),
+    }
+    needs_mount_privileges: ClassVar[bool] = True
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.images = root / "images"
+        self.mounts = root / "mounts"
+        self._lock = threading.Lock()
+        self._attached: dict[str, Attachment] = {}
+        #: Loop devices of ours found mounted at start, until a record claims them: key -> device.
+        self._unclaimed: dict[str, str] = {}
+
+    # -- paths ----------------------------------------------------------------------------------
+    def _key(self, volume: Volume) -> str:
+        key = volume.key
+        if not key or "/" in key or "\0" in key or key in (".", ".."):
+            raise DriverError(f"volume {volume.name!r} has an unsafe key {key!r}; this is a bug")
+        return key
+
+    def image_path(self, volume: Volume) -> Path:
+        return self.images / f"{self._key(volume)}.img"
+
+    def mountpoint(self, volume: Volume) -> Path:
+        return self.mounts / self._key(volume)
+
+    @staticmethod
+    def _fs(volume: Volume) -> Filesystem:
+        return FILESYSTEMS[str(volume.options.get("fs") or "ext4")]
+
+    # -- start ----------------------------------------------------------------------------------
+    def setup(self) -> None:
+        for d, mode in ((self.root, 0o711), (self.images, 0o700), (self.mounts, 0o711)):
+            with _os(f"creating {d}", "check --root: it must be a writable local directory"):
+                d.mkdir(mode=mode, parents=True, exist_ok=True)
+                if d.is_symlink():
+                    raise OSError(0, "it is a symbolic link (refused)")
+        missing = [t for t in _REQUIRED_TOOLS if shutil.which(t) is None]
+        if missing:
+            raise DriverError(
+                f"the block driver needs {', '.join(missing)}: install util-linux and e2fsprogs"
+            )
+        if any(shutil.which(t) is None for t in _XFS_TOOLS):
+            log.warning("xfsprogs is not installed: volumes with -o fs=xfs will fail")
+        self._sweep_loops()
+
+    def _sweep_loops(self) -> None:
+        """Detach our loop devices that nothing holds (provably unused: no filesystem on them is
+        mounted in any namespace); remember the mounted ones for :meth:`recover` to claim."""
+        for lp in loop.under(self.images):
+            key = Path(lp.backing).name.removesuffix(".img")
+            if loop.held(lp.device):
+                if lp.deleted:
+                    log.warning(
+                        "loop device %s is still in use but its image %s was deleted; leaving it",
+                        lp.device,
+                        lp.backing,
+                    )
+                else:
+                    self._unclaimed[key] = lp.device
+                continue
+            log.warning(
+                "detaching unused loop device %s of %s (left by a crash)", lp.device, lp.backing
+            )
+            try:
+                loop.detach(lp.device)
+            except DriverError as exc:
+                log.warning("%s", exc)
+
+    def recover(self, volume: Volume, mountpoint: Path | None) -> Path | None:
+        key = self._key(volume)
+        self._unclaimed.pop(key, None)
+        mp = self.mountpoint(volume)
+        if mountpoint is not None:
+            if Path(mountpoint) != mp:
+                log.warning(
+                    "volume %r was mounted on %s; it is now served from %s",
+                    volume.name,
+                    mountpoint,
+                    mp,
+                )
+            # Records say containers use it: attach and mount again what a crash or reboot lost.
+            self._attach_and_mount(volume)
+            return mp
+        # Records say nobody uses it: release it, unless another namespace (a container) still
+        # mounts it, in which case it stays attached and the next Mount reuses it.
+        for lp in loop.backing(self.image_path(volume)):
+            users = mounttable.other_namespaces_using(lp.devnum)
+            if users:
+                log.warning(
+                    "volume %r: no record uses it, but %s is mounted by processes %s; leaving it "
+                    "attached (the next mount reuses it)",
+                    volume.name,
+                    lp.device,
+                    users,
+                )
+                with self._lock:
+                    self._attached[key] = Attachment(lp.device, lp.devnum, mp)
+                return None
+            self._release(volume, mp, lp.device, lp.devnum)
+        return None
+
+    def unclaimed(self) -> dict[str, str]:
+        """Our loop devices, mounted at start, that no record claimed (volume key -> device).
+
+        Call after :meth:`recover` has run for every known volume; they are reported, never
+        detached (something still mounts them)."""
+        for key, device in self._unclaimed.items():
+            log.warning(
+                "loop device %s holds the image of volume key %r, which no record explains; it is "
+                "still mounted, so it is left alone: unmount it (findmnt %s) and restart the plugin",
+                device,
+                key,
+                device,
+            )
+        return dict(self._unclaimed)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def create(self, volume: Volume) -> None:
+        fs = self._fs(volume)
+        size = _round_up(int(volume.options.get("size") or DEFAULT_SIZE))
+        if size < fs.min_size:
+            raise DriverError(
+                f"size {human(size)} is too small for {fs.name}: use at least {human(fs.min_size)}"
+            )
+        fs.mount_options(
+            volume.options.get("mountopts") or ()
+        )  # refuse bad options now, not at mount
+        image = self.image_path(volume)
+        tmp = image.with_name(image.name + ".new")
+        args = fs.mkfs_args(tmp, volume.options.get("mkfsopts") or ())
+        if image.exists():
+            self._adopt(volume, image, fs, size)
+            return
+        hint = f"check free space and permissions under {self.images}"
+        try:
+            with _os(f"creating the image file {tmp}", hint):
+                tmp.unlink(missing_ok=True)
+                with open(tmp, "xb") as f:
+                    f.truncate(size)  # sparse: only what is written takes space
+            run(
+                args, what=f"creating the {fs.name} filesystem of volume {volume.name!r}", hint=hint
+            )
+            with _os(f"saving the image file {image}", hint):
+                os.rename(tmp, image)
+                self._fsync_dir(self.images)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _adopt(self, volume: Volume, image: Path, fs: Filesystem, size: int) -> None:
+        """An image for this key survives from an earlier plugin (state lost, or a crash between
+        mkfs and the record): keep its data if it matches, refuse otherwise. Never overwrite."""
+        found = probe(image)
+        current = image.stat().st_size
+        if found == fs.name and current == size:
+            log.warning("volume %r: reusing the existing image %s", volume.name, image)
+            return
+        raise DriverError(
+            f"an image for volume {volume.name!r} already exists at {image} ({found or 'unknown'} "
+            f"filesystem, {human(current)}), left by an earlier plugin: move or delete it, or create "
+            f"the volume with -o fs={found or 'ext4'} -o size={human(current)} to keep its data"
+        )
+
+    def remove(self, volume: Volume) -> None:
+        key = self._key(volume)
+        image, mp = self.image_path(volume), self.mountpoint(volume)
+        devices = [lp.device for lp in loop.backing(image)]
+        with self._lock:
+            att = self._attached.get(key)
+        if att is not None and not devices:
+            devices = [att.device]
+        if devices:
+            raise DriverError(
+                f"volume {volume.name!r} is still attached ({', '.join(devices)}): "
+                f"stop the containers using it (docker ps -a --filter volume={volume.name}) and try again"
+            )
+        entry = mounttable.mounted_at(mp)
+        if entry is not None:
+            raise DriverError(
+                f"volume {volume.name!r}: {mp} is still mounted ({entry.source}); refusing to delete "
+                f"through a live mount: unmount it (umount {mp}) and try again"
+            )
+        hint = f"check permissions under {self.root}"
+        with _os(f"deleting the image {image}", hint):
+            image.unlink(missing_ok=True)
+            image.with_name(image.name + ".new").unlink(missing_ok=True)
+            self._fsync_dir(self.images)
+        try:
+            mp.rmdir()  # rmdir, never a recursive delete: an empty directory only
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("volume %r removed, but %s was left: %s", volume.name, mp, exc.strerror)
+
+    def mount(self, volume: Volume) -> Path:
+        att = self._attach_and_mount(volume)
+        self._apply_ownership(volume, att.mountpoint)
+        return att.mountpoint
+
+    def unmount(self, volume: Volume) -> None:
+        mp = self.mountpoint(volume)
+        loops = loop.backing(self.image_path(volume))
+        if not loops:
+            self._release(volume, mp, None, None)  # a mount whose device is gone
+        for lp in loops:
+            self._release(volume, mp, lp.device, lp.devnum)
+        with self._lock:
+            self._attached.pop(self._key(volume), None)
+
+    # -- status ---------------------------------------------------------------------------------
+    def status(self, volume: Volume, mountpoint: Path | None) -> Mapping[str, Any]:
+        # Every Get lands here: in-memory state and two syscalls, nothing more.
+        with self._lock:
+            att = self._attached.get(volume.key)
+        out: dict[str, Any] = {"fs": self._fs(volume).name, "attached": att is not None}
+        try:
+            st = os.stat(self.image_path(volume))
+            out["size"] = st.st_size
+            out["allocated"] = st.st_blocks * 512
+        except OSError:
+            out["size"] = None
+        if att is not None:
+            out["device"] = att.device
+            try:
+                vfs = os.statvfs(att.mountpoint)
+            except OSError:
+                pass
+            else:
+                out["used"] = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
+                out["free"] = vfs.f_bavail * vfs.f_frsize
+        return out
+
+    # -- resize ---------------------------------------------------------------------------------
+    def resize(self, volume: Volume, size: int, mountpoint: Path | None) -> None:
+        fs = self._fs(volume)
+        image = self.image_path(volume)
+        size = _round_up(size)
+        with _os(
+            f"reading the image {image}", "the volume's image is missing: recreate the volume"
+        ):
+            current = image.stat().st_size
+        if size < current:
+            raise DriverError(
+                f"volume {volume.name!r} is {human(current)}; shrinking is not supported: give a "
+                f"size of at least {human(current)}"
+            )
+        if size > current:
+            with _os(f"growing the image {image}", f"check free space under {self.images}"):
+                os.truncate(image, size)
+        loops = loop.backing(image)
+        if loops:
+            loop.refresh_capacity(loops[0].device)
+            att = self._attach_and_mount(volume)
+            self._grow_online(volume, fs, att)
+        elif fs.name == "ext4":
+            self._grow_ext4_offline(volume, image)
+        else:
+            # xfs grows only while mounted: mount it for the time of the resize.
+            att = self._attach_and_mount(volume, record=False)
+            try:
+                self._grow_online(volume, fs, att)
+            finally:
+                self._release(volume, att.mountpoint, att.device, att.devnum)
+
+    def _grow_online(self, volume: Volume, fs: Filesystem, att: Attachment) -> None:
+        try:
+            run(
+                fs.grow_args(att.device, att.mountpoint),
+                what=f"growing the {fs.name} filesystem of volume {volume.name!r}",
+                hint="the image is already larger; run the resize again, or check the plugin's log",
+            )
+        except DriverError as exc:
+            if fs.name == "ext4" and "Permission denied" in exc.message:
+                # The kernel wants CAP_SYS_RESOURCE for an online ext4 resize.
+                raise DriverError(
+                    f"volume {volume.name!r} is in use and growing a mounted ext4 filesystem needs "
+                    f"CAP_SYS_RESOURCE, which the plugin lacks: the image is already grown, and "
+                    f"the filesystem grows when the volume is next attached (after its containers "
+                    f"stop); or give the plugin CAP_SYS_RESOURCE and resize again"
+                ) from None
+            raise
+
+    def _grow_ext4_offline(self, volume: Volume, image: Path) -> None:
+        what = f"growing the ext4 filesystem of volume {volume.name!r}"
+        hint = f"check it with e2fsck -f {image} and resize again"
+        # resize2fs insists on a freshly checked filesystem; -p fixes only what is safe (exit 1).
+        run(
+            ["e2fsck", "-f", "-p", "--", str(image)],
+            what=f"{what} (checking it)",
+            hint=hint,
+            ok=(0, 1),
+        )
+        run(["resize2fs", "--", str(image)], what=what, hint=hint)
+
+    def _pending_ext4_grow(self, image: Path) -> bool:
+        """An earlier resize grew the image but could not grow the mounted filesystem."""
+        fs_bytes = ext4_bytes(image)
+        try:
+            size = image.stat().st_size
+        except OSError:
+            return False
+        return fs_bytes is not None and size - fs_bytes >= _ALIGN
+
+    # -- attach / release -----------------------------------------------------------------------
+    def _attach_and_mount(self, volume: Volume, *, record: bool = True) -> Attachment:
+        """Attached and mounted on our mountpoint, reusing what is already there (idempotent: after
+        a crash, a repeat, or a record whose device is gone)."""
+        fs = self._fs(volume)
+        image, mp = self.image_path(volume), self.mountpoint(volume)
+        if not image.is_file():
+            raise DriverError(
+                f"the image of volume {volume.name!r} is missing ({image}): its data is gone; "
+                f"remove the volume (docker volume rm) and create it again"
+            )
+        loops = loop.backing(image)
+        if len(loops) > 1:
+            raise DriverError(
+                f"the image of volume {volume.name!r} is attached to several loop devices "
+                f"({', '.join(lp.device for lp in loops)}); detach the unused ones (losetup -d) and retry"
+            )
+        fresh = not loops
+        if fresh and fs.name == "ext4" and self._pending_ext4_grow(image):
+            self._grow_ext4_offline(volume, image)
+        device = loop.attach(image) if fresh else loops[0].device
+        try:
+            devnum = _devnum(device)
+            with _os(f"creating the mountpoint {mp}", f"check permissions under {self.mounts}"):
+                mp.mkdir(mode=0o755, exist_ok=True)
+                if mp.is_symlink() or not stat.S_ISDIR(mp.lstat().st_mode):
+                    raise OSError(0, "it is not a directory (refused)")
+            entry = mounttable.mounted_at(mp)
+            if entry is None:
+                opts = fs.mount_options(volume.options.get("mountopts") or ())
+                run(
+                    [
+                        "mount",
+                        "-t",
+                        fs.name,
+                        *(["-o", opts] if opts else []),
+                        "--",
+                        device,
+                        str(mp),
+                    ],
+                    what=f"mounting volume {volume.name!r} ({device}) on {mp}",
+                    hint=f"check the kernel log (dmesg); the filesystem may need a repair "
+                    f"({'xfs_repair' if fs.name == 'xfs' else 'e2fsck -f'} {device})",
+                )
+            elif entry.devnum != devnum:
+                raise DriverError(
+                    f"{mp} already has another filesystem mounted ({entry.source}); unmount it "
+                    f"(umount {mp}) and try again"
+                )
+        except BaseException:
+            if fresh:
+                self._detach_quietly(device)
+            raise
+        att = Attachment(device, devnum, mp)
+        if record:
+            with self._lock:
+                self._attached[volume.key] = att
+        return att
+
+    def _release(self, volume: Volume, mp: Path, device: str | None, devnum: str | None) -> None:
+        """Unmount our mountpoint and detach the device (if nothing else holds it)."""
+        entry = mounttable.mounted_at(mp)
+        if entry is not None and (devnum is None or entry.devnum == devnum):
+            run(
+                ["umount", "--", str(mp)],
+                what=f"unmounting volume {volume.name!r} from {mp}",
+                hint=f"a process on the host still uses it: find it with fuser -vm {mp}, stop it, "
+                f"and try again",
+            )
+        if device is None:
+            return
+        if loop.held(device):
+            # Mounted in another namespace (a leaked mount): detaching only marks it to be freed by
+            # the kernel once that mount goes, so nothing is torn down under its user.
+            log.warning(
+                "volume %r: %s is still mounted elsewhere; it will be freed when released",
+                volume.name,
+                device,
+            )
+        try:
+            loop.detach(device)
+        except DriverError:
+            if self.image_path(volume).is_file() and any(
+                lp.device == device for lp in loop.backing(self.image_path(volume))
+            ):
+                raise
+            # Already gone (autoclear, or detached by someone else): nothing left to release.
+
+    def _detach_quietly(self, device: str) -> None:
+        try:
+            loop.detach(device)
+        except DriverError as exc:
+            log.warning("%s", exc)
+
+    def _apply_ownership(self, volume: Volume, mp: Path) -> None:
+        uid, gid, mode = (volume.options.get(k) for k in ("uid", "gid", "mode"))
+        hint = "check the uid/gid/mode options"
+        with _os(f"setting the owner and mode of {mp}", hint):
+            if uid is not None or gid is not None:
+                os.chown(mp, -1 if uid is None else int(uid), -1 if gid is None else int(gid))
+            if mode is not None:
+                os.chmod(mp, int(mode))
+        # An empty lost+found makes a new volume look non-empty: the engine would then skip copying
+        # the image's content in, and some programs (initdb) refuse such a directory. fsck
+        # recreates it when it needs it.
+        with suppress(OSError):
+            (mp / "lost+found").rmdir()
+
+    @staticmethod
+    def _fsync_dir(d: Path) -> None:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
