@@ -12,6 +12,7 @@ from collections.abc import Sequence
 # top-level imports light, and import heavy things inside the handler.
 SUBCOMMANDS = [
     "dockvol._cli.serve",
+    "dockvol._cli.volume",
     "dockvol._cli.tls",
 ]
 

@@ -1,0 +1,104 @@
+"""``dockvol volume resize [--socket PATH] NAME SIZE``: grow a volume through the plugin's socket."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+DEFAULT_SOCKET = "/run/docker/plugins/dockvol.sock"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "volume",
+        help="manage volumes of a running plugin",
+        description="Act on the volumes of a running dockvol plugin, through its socket.",
+    )
+    sub = parser.add_subparsers(dest="volume_command", metavar="ACTION", required=True)
+    r = sub.add_parser(
+        "resize",
+        help="grow a volume (block driver)",
+        description="Grow a volume to SIZE (grow only). Works while the volume is detached, and "
+        "while attached where the filesystem allows it.",
+    )
+    r.add_argument(
+        "--socket",
+        default=DEFAULT_SOCKET,
+        help=f"the plugin's unix socket (default: {DEFAULT_SOCKET})",
+    )
+    r.add_argument("name", metavar="NAME", help="the volume's name, as docker volume ls shows it")
+    r.add_argument("size", metavar="SIZE", help="the new size: 512M, 10G, 1T (binary units)")
+    r.set_defaults(func=_resize)
+
+
+def _resize(args: argparse.Namespace) -> int:
+    from dockvol._sdk.options import parse_size
+
+    try:
+        wanted = parse_size(args.size)
+    except ValueError as exc:
+        print(f"dockvol volume resize: {exc}", file=sys.stderr)
+        return 2
+    try:
+        reply = _post(args.socket, "/Dockvol.Resize", {"Name": args.name, "Size": args.size})
+    except OSError as exc:
+        print(
+            f"dockvol volume resize: cannot reach the plugin at {args.socket}: "
+            f"{exc.strerror or exc}; is it running? (use --socket to point at its socket)",
+            file=sys.stderr,
+        )
+        return 1
+    err = reply.get("Err")
+    if err:
+        print(f"dockvol volume resize: {err}", file=sys.stderr)
+        return 1
+    size = reply.get("Size", wanted)
+    print(f"volume {args.name!r} resized to {_human(size)} ({size} bytes)")
+    return 0
+
+
+def _post(sock_path: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One request shaped like the engine's, over the plugin's unix socket (stdlib only)."""
+    import http.client
+    import json
+    import socket
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self) -> None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            s.connect(sock_path)
+            self.sock = s
+
+    # A resize may fsck and grow a large filesystem: allow it the engine's longest timeout.
+    conn = Conn("localhost", timeout=130)
+    try:
+        conn.request(
+            "POST",
+            endpoint,
+            body=json.dumps(body).encode() + b"\n",
+            headers={"Accept": "application/vnd.docker.plugins.v1.2+json"},
+        )
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    try:
+        reply = json.loads(data) if data else {}
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        return {"Err": f"the plugin answered HTTP {resp.status} with an unexpected body"}
+    if resp.status != 200 and not reply.get("Err"):
+        reply["Err"] = f"the plugin answered HTTP {resp.status}"
+    return reply
+
+
+def _human(size: object) -> str:
+    if not isinstance(size, int):
+        return str(size)
+    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return f"{size} bytes"
