@@ -71,6 +71,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=env_default("secrets_dir"),
         help="directory of secret files for options given as secret:NAME",
     )
+    # TCP + mutual TLS and metrics (docs/security.md).
+    a(
+        "--tcp",
+        default=env_default("tcp"),
+        metavar="HOST:PORT",
+        help="also serve the engine over TCP (needs --tls, or --allow-plaintext-tcp on loopback); "
+        "the unix socket then defaults to /run/dockvol/NAME.sock, out of the engine's sight",
+    )
+    a("--tls", type=Path, default=env_default("tls"), metavar="DIR",
+      help="certificates made by 'dockvol tls init DIR' (mutual TLS)")  # fmt: skip
+    a("--tls-cert", type=Path, default=env_default("tls_cert"), help="own server certificate")
+    a("--tls-key", type=Path, default=env_default("tls_key"), help="own server key (0600)")
+    a("--tls-ca", type=Path, default=env_default("tls_ca"), help="CA that signs client certs")
+    a(
+        "--spec-dir",
+        type=Path,
+        default=Path(env_default("spec_dir", "/etc/docker/plugins")),
+        help="where to write NAME.json for the engine with --tcp (default: /etc/docker/plugins)",
+    )
+    a(
+        "--allow-plaintext-tcp",
+        action="store_true",
+        default=env_default("allow_plaintext_tcp", "") in ("1", "true", "yes"),
+        help="allow --tcp without TLS; only accepted for a loopback address",
+    )
+    a(
+        "--metrics",
+        default=env_default("metrics"),
+        metavar="[HOST:]PORT",
+        help="serve Prometheus /metrics and /health there (off by default; host: 127.0.0.1)",
+    )
     a(
         "--registry",
         default=env_default("registry", "sqlite:"),
@@ -158,7 +189,9 @@ def _serve(args: argparse.Namespace) -> int:
     from dockvol._wire.app import PluginApp
 
     os.umask(0o077)  # state and logs we create are ours alone; volume modes are set explicitly
-    sock_path: Path = args.socket or Path(f"/run/docker/plugins/{args.name}.sock")
+    tcp_plan = _plan_tcp(args)
+    default_sock = f"/run/{'dockvol' if tcp_plan else 'docker/plugins'}/{args.name}.sock"
+    sock_path: Path = args.socket or Path(default_sock)
     driver_cls = load_driver(args.driver)
     driver = driver_cls(args.root.absolute())
     try:
@@ -176,6 +209,7 @@ def _serve(args: argparse.Namespace) -> int:
         service.close()
         raise _Refused(str(exc)) from None
     srv = server.make_server(app)
+    beside = _side_servers(args, app, service, tcp_plan)
     log.info(
         "serving driver %s (%s) as %r on %s; volumes in %s, state in %s",
         args.driver,
@@ -186,10 +220,58 @@ def _serve(args: argparse.Namespace) -> int:
         args.state,
     )
     try:
-        server.run(srv, [sock])
+        server.run(srv, [sock], beside=beside)
+    except OSError as exc:  # a side listener could not start (address in use...)
+        raise _Refused(str(exc)) from None
     finally:
         unix.remove_socket(sock_path, sock)
         sock.close()
         service.close()
         log.info("stopped; socket %s removed", sock_path)
     return 0
+
+
+def _plan_tcp(args: argparse.Namespace) -> Any:
+    """Check --tcp/--tls* before anything is bound: a refused setup changes nothing."""
+    if not args.tcp:
+        if args.tls or args.tls_cert or args.tls_key or args.tls_ca:
+            raise _Refused("--tls/--tls-cert/--tls-key/--tls-ca need --tcp HOST:PORT")
+        return None
+    from dockvol._transport import tls
+
+    try:
+        return tls.plan_tcp(
+            args.tcp,
+            tls_dir=args.tls,
+            cert=args.tls_cert,
+            key=args.tls_key,
+            ca=args.tls_ca,
+            allow_plaintext=args.allow_plaintext_tcp,
+        )
+    except tls.TLSError as exc:
+        raise _Refused(str(exc)) from None
+
+
+def _side_servers(args: argparse.Namespace, app: Any, service: Any, tcp_plan: Any) -> list[Any]:
+    """Listeners beside the unix socket: TCP (+ spec file) and metrics, as async contexts."""
+    out: list[Any] = []
+    if tcp_plan is not None:
+        from dockvol._transport.tcp import serve_tcp
+
+        out.append(serve_tcp(tcp_plan, app, name=args.name, spec_dir=args.spec_dir))
+    from dockvol import __version__
+    from dockvol._transport.metrics import Metrics, serve_metrics
+
+    metrics = Metrics(driver=args.driver, version=__version__)
+    app.observers.append(lambda ep, _n, _i, secs, outcome, _e: metrics.observe(ep, outcome, secs))
+    service.on_driver_error = metrics.driver_error
+    metrics.gauge("volumes", "Volumes known to this plugin.", lambda: len(service.list()))
+    metrics.gauge(
+        "active_mounts",
+        "Mount IDs currently holding a volume.",
+        lambda: service.summary()["active_mounts"],
+    )
+    metrics.gauge("ready", "1 once reconciled and serving.", lambda: service.health.ready)
+    if args.metrics:
+        out.append(serve_metrics(args.metrics, metrics, service.health.as_dict))
+    return out

@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -263,15 +263,10 @@ def parse_listen(text: str) -> tuple[str, int]:
 async def serve_metrics(
     addr: str, metrics: Metrics, health_fn: HealthFn
 ) -> AsyncIterator[tuple[str, int]]:
-    """Serve ``/metrics`` and ``/health`` on ``addr`` while the block runs; yields (host, port).
-
-    Runs a second uvicorn server on the current event loop that leaves signals to the main one.
-    """
-    import asyncio
-    import socket
-
+    """Serve ``/metrics`` and ``/health`` on ``addr`` while the block runs; yields (host, port)."""
     import uvicorn
 
+    from .side import bind_tcp, serve_beside
     from .tls import is_loopback
 
     host, port = parse_listen(addr)
@@ -281,16 +276,7 @@ async def serve_metrics(
             "volume numbers (no names, no options) to anyone who can connect",
             host,
         )
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen for metrics on {addr}: {exc.strerror}") from None
-    sock.listen(64)
-    sock.setblocking(False)
+    sock = bind_tcp(host, port, "metrics", backlog=64)
     config = uvicorn.Config(
         metrics_app(metrics, health_fn),
         log_config=None,
@@ -301,34 +287,9 @@ async def serve_metrics(
         h11_max_incomplete_event_size=8192,
         server_header=False,
     )
-    server = _no_signal_server_class()(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:
-            if task.done():
-                task.result()  # raise why it failed
-                raise OSError(f"metrics listener on {addr} stopped at start")
-            await asyncio.sleep(0.01)
         bound = sock.getsockname()
-        yield bound[0], bound[1]
+        async with serve_beside(config, sock, f"metrics listener on {addr}"):
+            yield bound[0], bound[1]
     finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await task
         sock.close()
-
-
-def _no_signal_server_class() -> type[Any]:
-    import uvicorn
-
-    class NoSignalServer(uvicorn.Server):
-        """A uvicorn server that leaves signal handling to the plugin's main server."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-        def install_signal_handlers(self) -> None:  # uvicorn < 0.29
-            pass
-
-    return NoSignalServer

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import uvicorn
 
@@ -45,15 +48,33 @@ def run(
     server: uvicorn.Server,
     sockets: Sequence[socket.socket],
     on_ready: Callable[[], None] | None = None,
+    beside: Sequence[contextlib.AbstractAsyncContextManager[Any]] = (),
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then drain in-flight requests."""
+    """Serve until SIGTERM/SIGINT, then drain in-flight requests.
+
+    ``beside``: other listeners (TCP, metrics) started first and stopped after the main server.
+    """
 
     async def main() -> None:
-        task = asyncio.create_task(server.serve(sockets=list(sockets)))
-        while not server.started and not task.done():
-            await asyncio.sleep(0.005)
-        if server.started and on_ready is not None:
-            on_ready()
-        await task
+        async with contextlib.AsyncExitStack() as stack:
+            for cm in beside:
+                await stack.enter_async_context(cm)
+            task = asyncio.create_task(server.serve(sockets=list(sockets)))
+            while not server.started and not task.done():
+                await asyncio.sleep(0.005)
+            if server.started and on_ready is not None:
+                on_ready()
+            await task
 
-    asyncio.run(main())
+    # uvicorn handles SIGTERM/SIGINT, then re-raises the signal once it has drained. With the
+    # default SIGTERM action that kills us before the socket and spec file are removed, so the
+    # re-raised signal must find a handler that lets the cleanup run.
+    previous = signal.signal(signal.SIGTERM, _already_handled)
+    try:
+        asyncio.run(main())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _already_handled(signum: int, frame: object) -> None:
+    """SIGTERM after uvicorn's own handling: the server is stopping or stopped already."""

@@ -91,5 +91,23 @@ def _clear_stale(path: Path) -> None:
 def remove_socket(path: Path, sock: socket.socket) -> None:
     """Remove our socket file, only if it is still ours (same inode)."""
     with contextlib.suppress(OSError):
-        if os.stat(path).st_ino == os.fstat(sock.fileno()).st_ino:
+        if sock.fileno() == -1:
+            # uvicorn closes listening sockets at shutdown: then ours is the one nobody answers.
+            if _nobody_listens(path):
+                path.unlink()
+        elif os.stat(path).st_ino == os.fstat(sock.fileno()).st_ino:
             path.unlink()
+
+
+def _nobody_listens(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(os.fsencode(path))
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return False
