@@ -14,6 +14,7 @@ SUBCOMMANDS = [
     "dockvol._cli.serve",
     "dockvol._cli.volume",
     "dockvol._cli.tls",
+    "dockvol._cli.status",
 ]
 
 

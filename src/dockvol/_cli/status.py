@@ -1,0 +1,112 @@
+"""``dockvol status [--socket PATH]``: a running plugin's volumes, mounts and health, for a person."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+#: Where to look when no --socket is given: the engine's discovery path, then the admin socket
+#: ``serve --tcp`` uses (out of the engine's sight).
+SEARCH = ("/run/docker/plugins/{name}.sock", "/run/dockvol/{name}.sock")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "status",
+        help="show a running plugin's volumes, mounts and health",
+        description="Ask a running plugin (POST /Dockvol.Status on its unix socket) for its "
+        "volumes, active mounts and the result of its last reconciliation. Exit status: 0 "
+        "healthy, 1 unreachable, 2 running with problems.",
+    )
+    p.add_argument("--socket", type=Path, help="the plugin's unix socket")
+    p.add_argument("--name", default="dockvol", help="plugin name, to find its socket (dockvol)")
+    p.add_argument("--json", action="store_true", help="print the plugin's answer as JSON")
+    p.set_defaults(func=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    candidates = [args.socket] if args.socket else [Path(s.format(name=args.name)) for s in SEARCH]
+    sock = next((c for c in candidates if c.exists()), candidates[0])
+    try:
+        reply = fetch(sock)
+    except OSError as exc:
+        where = ", ".join(str(c) for c in candidates)
+        print(
+            f"dockvol status: cannot reach the plugin at {where}: {exc.strerror or exc}; "
+            "is it running? (use --socket to point at its socket)",
+            file=sys.stderr,
+        )
+        return 1
+    if "Err" in reply:
+        print(f"dockvol status: the plugin answered: {reply['Err']}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(reply, indent=2, sort_keys=True))
+    else:
+        print(render(reply, sock))
+    health = reply.get("health") or {}
+    return 0 if health.get("ok", health.get("ready")) else 2
+
+
+def fetch(sock: Path, timeout: float = 10.0) -> dict[str, Any]:
+    """``POST /Dockvol.Status`` over the unix socket (stdlib only)."""
+    import http.client
+    import socket
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self) -> None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            s.connect(str(sock))
+            self.sock = s
+
+    conn = Conn("localhost", timeout=timeout)
+    try:
+        conn.request("POST", "/Dockvol.Status", body=b"{}\n")
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        return {"Err": f"HTTP {resp.status} with a body that is not a JSON object"}
+    return reply
+
+
+def _safe(text: object) -> str:
+    """Names are arbitrary strings: never let one move the cursor or reorder a terminal line."""
+    s = str(text)
+    return s if s.isprintable() else ascii(s)
+
+
+def render(reply: dict[str, Any], sock: Path) -> str:
+    health = reply.get("health") or {}
+    volumes = reply.get("volumes") or []
+    problems = health.get("problems") or []
+    state = "ready" if health.get("ready") else "NOT READY"
+    if health.get("ready") and (problems or health.get("ok") is False):
+        state = "ready, with problems"
+    lines = [
+        f"plugin at {sock}: {state}",
+        f"  driver:   {_safe(reply.get('driver', '?'))} (scope {_safe(reply.get('scope', '?'))})",
+        f"  volumes:  {len(volumes)}, active mounts: {reply.get('active_mounts', 0)}",
+        f"  reconciled at {_safe(health.get('reconciled_at') or 'never')}"
+        f", mount records kept: {health.get('recovered_mounts', 0)}",
+    ]
+    for p in problems:
+        lines.append(f"  problem:  {_safe(p)}")
+    if volumes:
+        width = min(40, max(4, *(len(_safe(v.get("name", ""))) for v in volumes)))
+        lines.append("")
+        lines.append(f"{'NAME':<{width}}  MOUNTS  MOUNTPOINT")
+        for v in sorted(volumes, key=lambda v: str(v.get("name", ""))):
+            name = _safe(v.get("name", ""))
+            mp = _safe(v.get("mountpoint") or "-")
+            lines.append(f"{name:<{width}}  {v.get('mounts', 0):>6}  {mp}")
+    return "\n".join(lines)
