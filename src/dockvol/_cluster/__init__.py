@@ -1,0 +1,1 @@
+"""Cluster coordination through etcd: the client, key layout, node lease and access modes."""

@@ -1,0 +1,561 @@
+"""The cluster registry: volume records in etcd, shared by every node; mounts per node.
+
+Design:
+
+* **Definitions** (name, key, options, creation time) live in etcd under ``P/volumes/``. Creating
+  one is an etcd transaction (``create_revision == 0``), so a race between nodes has one winner;
+  the losers get :class:`Conflict` with the winner's record.
+* **The view** every read is answered from is a local :class:`SqliteRegistry` in ``--state``:
+  a mirror of the definitions, kept current by an etcd watch, plus *this node's* mount records.
+  So Get and List never wait on the network, and a node restarted while etcd is unreachable
+  still answers Get for every volume from its mirror (a "not found" would make the engine forget
+  the volume). ``VolumeRecord.mounts`` therefore holds this node's mounts only: the service's
+  reference counts stay per node.
+* **This node's mount records** are durable in the local SQLite first (the truth), then
+  published to etcd under ``P/mounts/<name>/<node>/<id>`` on the node's lease, so every node sees
+  who uses a volume, and a dead node's records vanish after the TTL. Publishing failures are
+  retried by the lease thread; a republish follows every new lease.
+* **Access modes** (``_cluster.access``): a single-node volume is held through
+  ``P/holders/<name>`` on the node's lease, taken in :meth:`acquire` before the first mount on
+  this node and dropped in :meth:`release` after the last unmount. A node that cannot prove its
+  lease is alive refuses new single-node mounts (fencing); running containers are never touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .._cluster import client as ec
+from .._cluster.access import MULTI, SINGLE_NODE, access_of
+from .._cluster.client import EtcdClient, EtcdError, EtcdUnavailable, EtcdURL, LeaseNotFound
+from .._cluster.keys import (
+    HOLDERS,
+    MOUNTS,
+    NODES,
+    VOLUMES,
+    Layout,
+    decode_json,
+    decode_mount,
+    decode_volume,
+    encode_json,
+    encode_mount,
+    encode_volume,
+)
+from .._cluster.session import Session
+from .._sdk.errors import DriverError
+from .base import Conflict, MountRecord, Registry, VolumeRecord
+from .sqlite import SqliteRegistry
+
+log = logging.getLogger("dockvol.cluster")
+
+#: How long start-up waits for etcd before serving from the local mirror.
+START_TIMEOUT = 10.0
+
+
+def open_registry(
+    url: str,
+    node: str,
+    state_dir: Path,
+    lease_ttl: float,
+    *,
+    default_access: str = MULTI,
+) -> Registry:
+    """``--registry URL`` -> a registry (``sqlite:`` or ``etcd://...``; see :class:`EtcdURL`)."""
+    if url in ("", "sqlite", "sqlite:"):
+        return SqliteRegistry(state_dir)
+    try:
+        parsed = EtcdURL.parse(url)
+    except ValueError as exc:
+        raise DriverError(f"--registry: {exc}") from None
+    if not node or "/" in node:
+        raise DriverError(f"--node {node!r}: give this host a non-empty name without '/'")
+    if lease_ttl <= 0:
+        raise DriverError("--lease-ttl must be a positive number of seconds")
+    # A call must give up well within the TTL: the lease thread has to notice an outage in time.
+    deadline = min(5.0, max(1.0, lease_ttl / 3))
+    reg = EtcdRegistry(
+        EtcdClient.from_url(parsed, timeout=min(2.0, deadline), deadline=deadline),
+        Layout(parsed.prefix),
+        node,
+        SqliteRegistry(state_dir),
+        lease_ttl,
+        default_access=default_access,
+    )
+    reg.start(timeout=min(START_TIMEOUT, max(2.0, lease_ttl)))
+    return reg
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class EtcdRegistry(Registry):
+    def __init__(
+        self,
+        client: EtcdClient,
+        layout: Layout,
+        node: str,
+        local: SqliteRegistry,
+        lease_ttl: float,
+        *,
+        default_access: str = MULTI,
+    ) -> None:
+        self.client = client
+        self.layout = layout
+        self.node = node
+        self.default_access = default_access
+        self._local = local
+        self._lock = threading.RLock()  # guards the mirror and the cluster view below
+        # What the watch has told us about the cluster (all nodes, this one included):
+        self._rev: dict[str, int] = {}  # name -> revision of the last definition change applied
+        self._mounts: dict[str, dict[tuple[str, str], MountRecord]] = {}
+        self._holders: dict[str, dict[str, Any]] = {}
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._dirty = threading.Event()  # this node's published state needs a reconcile
+        self._stop = threading.Event()
+        self._synced = threading.Event()
+        self._watch: ec.Watch | None = None
+        self.session = Session(
+            client, lease_ttl, on_lease=self._on_lease, on_tick=self._on_tick, on_lost=self._resync
+        )
+        self._watcher = threading.Thread(target=self._watch_loop, name="dockvol-watch", daemon=True)
+
+    # -- start and stop -------------------------------------------------------------------------
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Sync with etcd (up to ``timeout``), then keep the view current in the background.
+
+        If etcd does not answer, serve from the local mirror: Get keeps answering, writes and
+        single-node mounts are refused with a clear error until etcd is back.
+        """
+        self._watcher.start()
+        if not self._synced.wait(timeout):
+            log.error(
+                "etcd %s not reachable within %ss: serving the local copy of the volume records; "
+                "creates, removes and single-node mounts fail until it answers",
+                ",".join(self.client.endpoints),
+                timeout,
+            )
+        else:
+            try:
+                self.session.grant()
+            except (EtcdUnavailable, EtcdError) as exc:
+                log.error("cannot take an etcd lease yet (%s); retrying", exc)
+        self.session.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        w = self._watch
+        if w is not None:
+            w.close()
+        # Keep the lease (and so the holders) while containers still use volumes here: the
+        # plugin may be restarting; a clean stop with nothing mounted releases everything now.
+        busy = any(rec.mounts for rec in self._local.all())
+        self.session.close(revoke=not busy)
+        self._watcher.join(5)
+        self.client.close()
+        self._local.close()
+
+    # -- reads: the local view ------------------------------------------------------------------
+    def get(self, name: str) -> VolumeRecord | None:
+        return self._local.get(name)
+
+    def all(self) -> Iterable[VolumeRecord]:
+        return self._local.all()
+
+    def access(self, name: str) -> str:
+        rec = self._local.get(name)
+        return access_of(rec.options, self.default_access) if rec else self.default_access
+
+    def nodes_using(self, name: str) -> list[str]:
+        """Nodes with the volume mounted, as last seen by the watch (this node from its own
+        durable records)."""
+        with self._lock:
+            nodes = {n for (n, _) in self._mounts.get(name, {}) if n != self.node}
+        rec = self._local.get(name)
+        if rec is not None and rec.mounts:
+            nodes.add(self.node)
+        return sorted(nodes)
+
+    def status(self, name: str) -> Mapping[str, Any]:
+        """Cluster fields for ``docker volume inspect``'s Status (no I/O)."""
+        out: dict[str, Any] = {"access": self.access(name), "nodes": self.nodes_using(name)}
+        if out["access"] == SINGLE_NODE:
+            with self._lock:
+                h = self._holders.get(name)
+            out["holder"] = (
+                {"node": h.get("node"), "lease": h.get("lease"), "since": h.get("since")}
+                if h
+                else None
+            )
+        if not self.session.connected():
+            out["cluster"] = (
+                f"node {self.node!r} cannot reach etcd ({self.session.last_error or 'no lease'}); "
+                "this view may be stale"
+            )
+        return out
+
+    # -- writes: definitions (cluster-wide, need etcd) ------------------------------------------
+    def create(self, record: VolumeRecord) -> None:
+        key = self.layout.volume(record.name)
+        bare = dataclasses.replace(record, mounts={})
+        try:
+            ok, rev, resp = self.client.txn(
+                [ec.cmp_created(key, False)],
+                [ec.op_put(key, encode_volume(bare))],
+                [ec.op_get(key)],
+            )
+        except (EtcdUnavailable, EtcdError) as exc:
+            raise DriverError(self._unreachable(f"create volume {record.name!r}", exc)) from None
+        if not ok:
+            kvs = ec.range_kvs(resp[0]) if resp else []
+            if kvs:
+                existing = decode_volume(kvs[0].value)
+                self._apply_definition(existing.name, existing, kvs[0].mod_revision)
+                raise Conflict(self._local.get(existing.name) or existing)
+            # Deleted between the compare and the read: our create lost a race with a remove.
+            raise DriverError(
+                f"volume {record.name!r} changed on another node meanwhile; try again"
+            )
+        self._apply_definition(record.name, bare, rev)
+        for m in record.mounts.values():
+            self.set_mount(record.name, m)
+
+    def delete(self, name: str) -> None:
+        try:
+            _, rev, _ = self.client.txn(
+                [], [ec.op_delete(self.layout.volume(name)), ec.op_delete(self.layout.holder(name))]
+            )
+        except (EtcdUnavailable, EtcdError) as exc:
+            raise DriverError(self._unreachable(f"remove volume {name!r}", exc)) from None
+        self._apply_definition(name, None, rev)
+
+    def set_options(self, name: str, options: Mapping[str, str]) -> None:
+        rec = self._local.get(name)
+        if rec is None:
+            raise KeyError(name)
+        new = dataclasses.replace(rec, options=dict(options), mounts={})
+        try:
+            rev = self.client.put(self.layout.volume(name), encode_volume(new))
+        except (EtcdUnavailable, EtcdError) as exc:
+            raise DriverError(self._unreachable(f"change volume {name!r}", exc)) from None
+        self._apply_definition(name, new, rev)
+
+    # -- writes: this node's mounts (local first, then published) -------------------------------
+    def set_mount(self, name: str, mount: MountRecord) -> None:
+        mount = dataclasses.replace(mount, node="")  # local records are this node's by definition
+        with self._lock:
+            self._local.set_mount(name, mount)
+        self._publish(
+            lambda lease: self.client.put(
+                self.layout.mount(name, self.node, mount.mount_id), encode_mount(mount), lease
+            )
+        )
+
+    def delete_mount(self, name: str, mount_id: str) -> None:
+        with self._lock:
+            self._local.delete_mount(name, mount_id)
+        self._publish(
+            lambda lease: self.client.delete(self.layout.mount(name, self.node, mount_id))
+        )
+
+    def _publish(self, op: Any) -> None:
+        """Best effort now; the lease thread reconciles whatever failed (the local record is
+        already durable, so the mount itself never fails for want of etcd)."""
+        lease = self.session.lease
+        if lease is None:
+            self._dirty.set()
+            return
+        try:
+            op(lease)
+        except LeaseNotFound:
+            self._dirty.set()
+            self.session.lost()
+        except (EtcdUnavailable, EtcdError) as exc:
+            log.warning("cannot publish a mount record to etcd yet (%s); will retry", exc)
+            self._dirty.set()
+            self.session.kick()
+
+    # -- access: called by the service around the first mount / last unmount --------------------
+    def acquire(self, name: str) -> None:
+        if self.access(name) != SINGLE_NODE:
+            return
+        lease = self.session.valid_lease()
+        if lease is None:
+            raise DriverError(self._fenced(name, self.session.last_error or "no valid lease"))
+        try:
+            self._hold(name, lease)
+        except LeaseNotFound:
+            self.session.lost()
+            raise DriverError(self._fenced(name, "this node's lease expired")) from None
+        except (EtcdUnavailable, EtcdError) as exc:
+            raise DriverError(self._fenced(name, str(exc))) from None
+
+    def release(self, name: str) -> None:
+        if self.access(name) != SINGLE_NODE:
+            return
+        try:
+            self._unhold(name)
+        except (EtcdUnavailable, EtcdError) as exc:
+            # The lease thread drops it once etcd answers (or the lease expires first).
+            log.warning("cannot release single-node volume %r in etcd yet (%s)", name, exc)
+            self._dirty.set()
+
+    def before_remove(self, name: str) -> None:
+        """Refuse to remove a volume another node uses (a fresh read from etcd, not the view)."""
+        try:
+            _, _, resp = self.client.txn(
+                [],
+                [
+                    ec.op_get_prefix(self.layout.mounts_of(name)),
+                    ec.op_get(self.layout.holder(name)),
+                ],
+            )
+        except (EtcdUnavailable, EtcdError) as exc:
+            raise DriverError(self._unreachable(f"check who uses volume {name!r}", exc)) from None
+        nodes = set()
+        for kv in ec.range_kvs(resp[0]):
+            parsed = self.layout.parse(kv.key)
+            if parsed and len(parsed[1]) >= 2 and parsed[1][1] != self.node:
+                nodes.add(parsed[1][1])
+        for kv in ec.range_kvs(resp[1]):
+            holder = decode_json(kv.value).get("node")
+            if holder and holder != self.node:
+                nodes.add(str(holder))
+        if nodes:
+            raise DriverError(
+                f"volume {name!r} is in use on node(s) {', '.join(sorted(nodes))}; stop the "
+                "containers using it there, then remove it"
+            )
+
+    def _hold(self, name: str, lease: int) -> None:
+        hk = self.layout.holder(name)
+        mine = encode_json(
+            {"node": self.node, "lease": f"{lease:x}", "since": _now(), "pid": os.getpid()}
+        )
+        for _ in range(5):
+            ok, _, resp = self.client.txn(
+                [ec.cmp_created(hk, False)], [ec.op_put(hk, mine, lease)], [ec.op_get(hk)]
+            )
+            if ok:
+                return
+            kvs = ec.range_kvs(resp[0]) if resp else []
+            if not kvs:
+                continue  # released meanwhile: try again
+            cur = decode_json(kvs[0].value)
+            if cur.get("node") != self.node:
+                raise DriverError(self._held_elsewhere(name, cur))
+            if kvs[0].lease == lease:
+                return
+            # Ours from before a restart (an older lease): move it to the current one.
+            ok, _, _ = self.client.txn(
+                [ec.cmp_mod(hk, kvs[0].mod_revision)], [ec.op_put(hk, mine, lease)]
+            )
+            if ok:
+                return
+        raise DriverError(f"volume {name!r} is contended by other nodes; try again")
+
+    def _unhold(self, name: str) -> None:
+        hk = self.layout.holder(name)
+        kv = self.client.get(hk)
+        if kv is not None and decode_json(kv.value).get("node") == self.node:
+            self.client.txn([ec.cmp_mod(hk, kv.mod_revision)], [ec.op_delete(hk)])
+
+    # -- messages -------------------------------------------------------------------------------
+    def _held_elsewhere(self, name: str, holder: Mapping[str, Any]) -> str:
+        ttl = self.session.ttl
+        return (
+            f"volume {name!r} is single-node and in use on node {holder.get('node')!r} "
+            f"(since {holder.get('since', '?')}); it becomes free when the containers there stop "
+            f"using it, or {ttl}s after that node stops answering. Use access=multi volumes to "
+            "share data between nodes"
+        )
+
+    def _fenced(self, name: str, why: str) -> str:
+        return (
+            f"node {self.node!r} cannot reach etcd ({why}), so it cannot mount single-node volume "
+            f"{name!r}: another node may hold it. New mounts are refused until etcd answers; "
+            "containers already running here are not affected"
+        )
+
+    def _unreachable(self, what: str, exc: Exception) -> str:
+        return (
+            f"cannot {what}: etcd is unreachable from node {self.node!r} ({exc}); "
+            "check the etcd cluster and this node's network, then try again"
+        )
+
+    # -- the view: applying what etcd says ------------------------------------------------------
+    def _apply_definition(self, name: str, rec: VolumeRecord | None, rev: int) -> None:
+        """Make the mirror say what etcd said at ``rev`` (older news is ignored)."""
+        with self._lock:
+            if rev <= self._rev.get(name, 0):
+                return
+            self._rev[name] = rev
+            cur = self._local.get(name)
+            if rec is None:
+                if cur is None:
+                    return
+                if cur.mounts:
+                    log.error(
+                        "volume %r was removed on another node while containers here still use "
+                        "it; keeping its local record until they stop",
+                        name,
+                    )
+                    return
+                self._local.delete(name)
+                return
+            if cur is None:
+                self._local.create(rec)
+            elif (cur.key, cur.created_at) != (rec.key, rec.created_at):
+                if cur.mounts:
+                    log.error("volume %r was replaced on another node while mounted here", name)
+                    return
+                self._local.delete(name)
+                self._local.create(rec)
+            elif dict(cur.options) != dict(rec.options):
+                self._local.set_options(name, rec.options)
+
+    def _apply_kv(self, kv: ec.KV, deleted: bool) -> None:
+        parsed = self.layout.parse(kv.key)
+        if parsed is None:
+            return
+        kind, parts = parsed
+        with self._lock:
+            if kind == VOLUMES:
+                rec = None if deleted else decode_volume(kv.value)
+                self._apply_definition(parts[0], rec, kv.mod_revision)
+            elif kind == MOUNTS and len(parts) == 3:
+                name, node, mid = parts
+                ms = self._mounts.setdefault(name, {})
+                if deleted:
+                    ms.pop((node, mid), None)
+                    if not ms:
+                        del self._mounts[name]
+                else:
+                    ms[(node, mid)] = decode_mount(mid, node, kv.value)
+            elif kind == HOLDERS:
+                if deleted:
+                    self._holders.pop(parts[0], None)
+                else:
+                    self._holders[parts[0]] = {**decode_json(kv.value), "_lease": kv.lease}
+            elif kind == NODES:
+                if deleted:
+                    self._nodes.pop(parts[0], None)
+                else:
+                    self._nodes[parts[0]] = decode_json(kv.value)
+
+    def _snapshot(self) -> int:
+        """Read everything under the prefix; replace the view with it. Returns the revision."""
+        root = self.layout.root()
+        kvs, rev = self.client.range(root, ec.prefix_end(root))
+        with self._lock:
+            self._mounts.clear()
+            self._holders.clear()
+            self._nodes.clear()
+            seen: set[str] = set()
+            for kv in kvs:
+                parsed = self.layout.parse(kv.key)
+                if parsed and parsed[0] == VOLUMES:
+                    seen.add(parsed[1][0])
+                self._apply_kv(kv, False)
+            for rec in list(self._local.all()):
+                if rec.name not in seen:
+                    self._apply_definition(rec.name, None, rev)
+        return rev
+
+    def _watch_loop(self) -> None:
+        root = self.layout.root()
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                rev = self._snapshot()
+                self._synced.set()
+                backoff = 0.2
+                self._watch = self.client.watch(root, ec.prefix_end(root), rev + 1)
+                for events in self._watch:
+                    for e in events:
+                        self._apply_kv(e.kv, e.deleted)
+            except (EtcdUnavailable, EtcdError, OSError, ValueError) as exc:
+                if not self._stop.is_set():
+                    log.debug("etcd watch: %s; resynchronising", exc)
+            except Exception:
+                log.exception("etcd watch failed; resynchronising")
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def _resync(self) -> None:
+        """After etcd was unreachable: restart the watch (it reads a fresh snapshot)."""
+        self._dirty.set()
+        w = self._watch
+        if w is not None:
+            w.close()
+
+    # -- the lease thread's hooks ---------------------------------------------------------------
+    def _on_lease(self, lease: int) -> None:
+        self._dirty.set()
+        self._on_tick(lease)
+
+    def _on_tick(self, lease: int) -> None:
+        if self._dirty.is_set():
+            self._dirty.clear()
+            try:
+                self._reconcile(lease)
+            except LeaseNotFound:
+                self._dirty.set()
+                self.session.lost()
+            except (EtcdUnavailable, EtcdError):
+                self._dirty.set()
+                raise
+
+    def _reconcile(self, lease: int) -> None:
+        """Make etcd show exactly this node's durable state, on the current lease."""
+        self.client.put(
+            self.layout.node(self.node), encode_json({"since": _now(), "pid": os.getpid()}), lease
+        )
+        mounts_root = self.layout.kind(MOUNTS)
+        kvs, _ = self.client.range(mounts_root, ec.prefix_end(mounts_root))
+        published: dict[bytes, ec.KV] = {}
+        for kv in kvs:
+            parsed = self.layout.parse(kv.key)
+            if parsed and len(parsed[1]) == 3 and parsed[1][1] == self.node:
+                published[kv.key] = kv
+        wanted: dict[bytes, bytes] = {}
+        single: list[str] = []
+        for rec in list(self._local.all()):
+            for m in rec.mounts.values():
+                wanted[self.layout.mount(rec.name, self.node, m.mount_id)] = encode_mount(m)
+            if rec.mounts and access_of(rec.options, self.default_access) == SINGLE_NODE:
+                single.append(rec.name)
+        for key, value in wanted.items():
+            old = published.get(key)
+            if old is None or old.value != value or old.lease != lease:
+                self.client.put(key, value, lease)
+        for key in published.keys() - wanted.keys():
+            self.client.delete(key)
+        # Holders: keep the ones containers here still need, drop the rest.
+        for name in single:
+            try:
+                self._hold(name, lease)
+            except DriverError as exc:
+                # Another node took it while we could not reach etcd (our lease had expired).
+                log.error("split brain on single-node volume %r: %s", name, exc)
+        holders_root = self.layout.kind(HOLDERS)
+        hkvs, _ = self.client.range(holders_root, ec.prefix_end(holders_root))
+        for kv in hkvs:
+            parsed = self.layout.parse(kv.key)
+            if parsed is None or decode_json(kv.value).get("node") != self.node:
+                continue
+            if parsed[1][0] not in single:
+                self.client.txn([ec.cmp_mod(kv.key, kv.mod_revision)], [ec.op_delete(kv.key)])
+
+    def wait_synced(self, timeout: float) -> bool:
+        """For tests and tools: until the first snapshot from etcd is in the view."""
+        deadline = time.monotonic() + timeout
+        return self._synced.wait(max(0.0, deadline - time.monotonic()))
