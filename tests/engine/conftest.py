@@ -1,0 +1,78 @@
+"""Fixtures for engine tests: one private engine per test module, with busybox and dockvol.
+
+The engine discovers the plugin as ``dockvol`` (its socket is ``engine.plugins_dir /
+"dockvol.sock"``). If the engine cannot start, the fixture raises: the tests fail, never skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.engine import Engine
+from tests.support.plugin import Plugin
+
+PLUGIN = "dockvol"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    eng = Engine.start()
+    try:
+        eng.ensure_busybox()
+        yield eng
+    finally:
+        eng.stop()
+
+
+@pytest.fixture(scope="module")
+def plugin_base() -> Iterator[Path]:
+    """Where the module's plugin keeps its files: ``vols/root`` (--root), ``state/`` (--state)."""
+    base = Path(tempfile.mkdtemp(prefix="dvp", dir="/tmp"))
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def plugin(engine: Engine, plugin_base: Path) -> Iterator[Plugin]:
+    root = plugin_base / "vols" / "root"
+    state = plugin_base / "state" / "db"
+    p = Plugin.start(engine.plugins_dir / f"{PLUGIN}.sock", root, state, name=PLUGIN)
+    try:
+        yield p
+    finally:
+        # A test may have left the plugin dead: bring it back so the engine can unmount
+        # (a dead plugin's socket makes every engine call to it retry for ~15 s).
+        if p.proc is None or p.proc.poll() is not None:
+            with contextlib.suppress(RuntimeError):
+                p.launch()
+        for cid in engine.docker("ps", "-aq", check=False).stdout.split():
+            engine.docker("rm", "-f", cid, check=False)
+        p.stop()
+
+
+@pytest.fixture
+def names(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Unique, readable volume/container names for one test."""
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40].strip("-")
+
+    def make(suffix: str) -> str:
+        return f"{base}-{suffix}"
+
+    return make
+
+
+@pytest.fixture
+def containers(engine: Engine) -> Iterator[list[str]]:
+    """Names appended here are force-removed after the test, whatever happened."""
+    made: list[str] = []
+    yield made
+    for name in reversed(made):
+        engine.docker("rm", "-f", name, check=False)
