@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 class Conflict(Exception):
@@ -49,7 +50,13 @@ class VolumeRecord:
 
 
 class Registry(ABC):
-    """Durable volume records. One instance per plugin process."""
+    """Durable volume records. One instance per plugin process.
+
+    ``generation`` grows with every change of the in-memory view (here or, for a shared store,
+    elsewhere): readers use it to cache what they derive from the view, such as List replies.
+    """
+
+    generation: int = 0
 
     # -- reads: in-memory, never block ---------------------------------------------------------
     @abstractmethod
@@ -84,6 +91,14 @@ class Registry(ABC):
 
     def release(self, name: str) -> None:  # noqa: B027 - optional hook
         """Called after the last unmount of ``name`` on this host."""
+
+    def before_remove(self, name: str) -> None:  # noqa: B027 - optional hook
+        """Called (off the event loop) before the driver deletes ``name``; raise to refuse (for
+        example: another host still has it mounted). The message reaches the user."""
+
+    def status(self, name: str) -> Mapping[str, Any]:
+        """Extra Status fields for ``name`` (which hosts use it...). Called on every Get: no I/O."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections, leases)."""

@@ -23,19 +23,23 @@ class MemoryRegistry(Registry):
         if existing is not None:
             raise Conflict(existing)
         self._volumes[record.name] = record
+        self.generation += 1
 
     def delete(self, name: str) -> None:
         self._volumes.pop(name, None)
+        self.generation += 1
 
     def set_options(self, name: str, options: Mapping[str, str]) -> None:
         rec = self._volumes[name]
         self._volumes[name] = dataclasses.replace(rec, options=dict(options))
+        self.generation += 1
 
     def set_mount(self, name: str, mount: MountRecord) -> None:
         rec = self._volumes[name]
         mounts = dict(rec.mounts)
         mounts[mount.mount_id] = mount
         self._volumes[name] = dataclasses.replace(rec, mounts=mounts)
+        self.generation += 1
 
     def delete_mount(self, name: str, mount_id: str) -> None:
         rec = self._volumes.get(name)
@@ -43,3 +47,4 @@ class MemoryRegistry(Registry):
             return
         mounts = {k: v for k, v in rec.mounts.items() if k != mount_id}
         self._volumes[name] = dataclasses.replace(rec, mounts=mounts)
+        self.generation += 1

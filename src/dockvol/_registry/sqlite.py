@@ -122,6 +122,7 @@ class SqliteRegistry(Registry):
                 for m in record.mounts.values():
                     self._insert_mount(record.name, m)
             self._view = {**self._view, record.name: record}
+            self.generation += 1
 
     def delete(self, name: str) -> None:
         with self._lock:
@@ -130,6 +131,7 @@ class SqliteRegistry(Registry):
             view = dict(self._view)
             view.pop(name, None)
             self._view = view
+            self.generation += 1
 
     def set_options(self, name: str, options: Mapping[str, str]) -> None:
         with self._lock:
@@ -175,6 +177,7 @@ class SqliteRegistry(Registry):
         # List iterating the view is never disturbed.
         rec = self._view[name]
         self._view[name] = dataclasses.replace(rec, **changes)  # type: ignore[arg-type]
+        self.generation += 1
 
 
 class _Transaction:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -70,6 +70,15 @@ class Driver:
         stays registered, so the engine loses nothing.
         """
         return mountpoint
+
+    def audit(self, volumes: Sequence[Volume]) -> list[str]:
+        """Called once at start, after ``recover``, with every known volume.
+
+        Report storage of this driver that no volume explains (a leftover directory, a loop device
+        or mount of ours) as messages for the plugin's health. Clean it up only when it is
+        provably unused; otherwise leave it and say so.
+        """
+        return []
 
     def resize(self, volume: Volume, size: int, mountpoint: Path | None) -> None:
         """Grow the volume to ``size`` bytes (``dockvol volume resize``)."""

@@ -43,6 +43,8 @@ class Health:
     volumes: int = 0
     recovered_mounts: int = 0
     problems: list[str] = field(default_factory=list)
+    #: Storage no volume explains (from Driver.audit): reported, not a failure.
+    unexplained: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +53,7 @@ class Health:
             "volumes": self.volumes,
             "recovered_mounts": self.recovered_mounts,
             "problems": list(self.problems),
+            "unexplained": list(self.unexplained),
             "ok": self.ready and not self.problems,
         }
 
@@ -73,6 +76,7 @@ class VolumeService:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dockvol")
         # Driver.status is called on every Get; skip it entirely when the driver has none.
         self._has_status = type(driver).status is not Driver.status
+        self._list_cache: tuple[int, bytes] | None = None
         #: Optional observer of driver failures (metrics).
         self.on_driver_error: Callable[[], None] | None = None
 
@@ -101,14 +105,23 @@ class VolumeService:
                         self.registry.set_mount(
                             rec.name, MountRecord(m.mount_id, m.count, str(after), m.node)
                         )
+        unexplained: list[str] = []
+        try:
+            unexplained = self.driver.audit([self._volume(r) for r in records if self._parses(r)])
+        except Exception as exc:
+            log.exception("audit failed")
+            problems.append(f"audit failed: {type(exc).__name__}: {exc}")
         for p in problems:
             log.warning("reconcile: %s", p)
+        for u in unexplained:
+            log.info("reconcile: %s", u)
         self.health = Health(
             ready=True,
             reconciled_at=_rfc3339(datetime.now(UTC)),
             volumes=len(records),
             recovered_mounts=recovered,
             problems=problems,
+            unexplained=unexplained,
         )
         log.info(
             "reconciled %d volume(s), %d mount record(s) kept, %d problem(s)",
@@ -143,6 +156,7 @@ class VolumeService:
             except Exception as exc:  # a Get error makes the engine forget the volume: never fail
                 log.warning("status of volume %r failed: %s", name, exc)
                 status["status_error"] = str(exc)
+        status.update(self.registry.status(name))  # cluster: nodes using it, holder
         out: dict[str, Any] = {
             "Name": rec.name,
             "CreatedAt": _rfc3339(rec.created_at),
@@ -158,6 +172,14 @@ class VolumeService:
             mp = rec.mountpoint
             out.append({"Name": rec.name, "Mountpoint": mp} if mp else {"Name": rec.name})
         return out
+
+    def list_reply(self, encode: Callable[[Any], bytes]) -> bytes:
+        """The encoded List reply, cached until the registry changes (``docker volume ls`` and
+        engine start ask for all volumes; with thousands, building it is the cost)."""
+        gen = self.registry.generation
+        if self._list_cache is None or self._list_cache[0] != gen:
+            self._list_cache = (gen, encode({"Volumes": self.list()}))
+        return self._list_cache[1]
 
     def path(self, name: str) -> str:
         rec = self._existing(name)
@@ -219,6 +241,7 @@ class VolumeService:
                     f"volume {name!r} is in use by {len(rec.mounts)} mount(s) (mount IDs {ids}); "
                     "stop the containers using it, then remove it"
                 )
+            await self._run(self.registry.before_remove, name)  # cluster: in use elsewhere?
             await self._driver(f"remove volume {name!r}", self.driver.remove, self._volume(rec))
             await self._run(self.registry.delete, name)
 
@@ -316,6 +339,13 @@ class VolumeService:
                 f"stored options of volume {rec.name!r} are no longer valid: {exc}"
             ) from None
         return Volume(rec.name, rec.key, values, rec.created_at, rec.options, self.secrets)
+
+    def _parses(self, rec: VolumeRecord) -> bool:
+        try:
+            parse_options(self.schema, rec.options)
+        except ValueError:
+            return False
+        return True
 
     def _same_or_refuse(
         self, existing: VolumeRecord, opts: Mapping[str, str], values: Mapping[str, Any]

@@ -100,7 +100,8 @@ class PluginApp:
             logging.getLogger("dockvol").exception("internal error on %s", path)
             err = f"internal error in the plugin ({type(exc).__name__}); see the plugin log"
             reply = p.error(err)
-        await send({"type": "http.response.start", "status": status, "headers": _HEADERS})
+        headers = [*_HEADERS, (b"content-length", str(len(reply)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": reply})
         elapsed = time.perf_counter() - start
         outcome = "error" if err else "ok"
@@ -162,7 +163,7 @@ class PluginApp:
         return p.encode({"Volume": vol})
 
     async def _list(self, data: dict[str, Any]) -> bytes:
-        return p.encode({"Volumes": self.service.list()})
+        return self.service.list_reply(p.encode)
 
     async def _resize(self, data: dict[str, Any]) -> bytes:
         size = p.field(data, "Size")

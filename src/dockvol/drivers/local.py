@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -92,6 +92,20 @@ class LocalDriver(Driver):
             # nothing was ever written to it, so an empty directory is the true state.
             self.create(volume)
         return mountpoint
+
+    def audit(self, volumes: Sequence[Volume]) -> list[str]:
+        known = {v.key for v in volumes}
+        try:
+            entries = sorted(os.listdir(self.root))
+        except OSError as exc:
+            return [f"cannot list {self.root}: {exc.strerror}"]
+        # Left alone: retained volumes and foreign files are the operator's to keep or delete.
+        return [
+            f"{self.root / e} belongs to no volume (retained data, or left by a crash); "
+            "delete it by hand if it is not needed"
+            for e in entries
+            if e not in known
+        ]
 
 
 DRIVER = LocalDriver
