@@ -146,11 +146,49 @@ def _parse_int(text: str) -> int:
         raise ValueError(f"{text!r} is not a whole number") from None
 
 
+#: Bounds on what ``-o`` can carry: far above any real option, far below what hurts.
+MAX_OPTIONS: Final = 64
+MAX_KEY_LEN: Final = 128
+MAX_VALUE_BYTES: Final = 4096
+
+
+def _check_text(schema: Mapping[str, Option], given: Mapping[str, str]) -> None:
+    """Refuse what no option means: control characters (NUL, newline...) and huge values.
+
+    Values reach mount commands, config files and logs; a newline or NUL in one is an injection
+    attempt or a mistake, never a setting. Secret values are never echoed.
+    """
+    if len(given) > MAX_OPTIONS:
+        raise ValueError(f"too many options ({len(given)}); at most {MAX_OPTIONS} are accepted")
+    for key, raw in given.items():
+        if not key or len(key) > MAX_KEY_LEN or not key.isprintable():
+            shown = repr(key[:MAX_KEY_LEN]) + ("..." if len(key) > MAX_KEY_LEN else "")
+            raise ValueError(
+                f"option name {shown} is not valid; use a short printable name, like size"
+            )
+        opt = schema.get(key)
+        secret = opt is not None and opt.secret
+        if len(raw.encode("utf-8", "surrogatepass")) > MAX_VALUE_BYTES:
+            raise ValueError(f"option {key!r} is longer than {MAX_VALUE_BYTES} bytes")
+        if any(_is_control(c) for c in raw):
+            what = "" if secret else f"={raw!r}"
+            raise ValueError(
+                f"option {key!r}{what} contains control characters (NUL, newline, ...); "
+                "option values must be printable text"
+            )
+
+
+def _is_control(c: str) -> bool:
+    o = ord(c)
+    return o < 0x20 or 0x7F <= o < 0xA0 or 0xD800 <= o <= 0xDFFF
+
+
 def parse_options(schema: Mapping[str, Option], given: Mapping[str, str]) -> dict[str, Any]:
     """Check ``given`` against ``schema``; return every option's value, defaults filled in.
 
     Raises ``ValueError`` with a message meant for the user.
     """
+    _check_text(schema, given)
     unknown = sorted(k for k in given if k not in schema)
     if unknown:
         valid = ", ".join(sorted(schema)) or "none (this driver takes no options)"
@@ -188,8 +226,10 @@ def _secret_ref(key: str, raw: str) -> SecretRef:
         )
     name = raw[len(SECRET_PREFIX) :]
     if not _SECRET_NAME_RE.match(name):
+        # Not echoed either: a mistyped reference may hold the secret itself.
         raise ValueError(
-            f"option {key!r}: secret name {name!r} is not valid; use letters, digits, '.', '_', '-'"
+            f"option {key!r}: the secret name after {SECRET_PREFIX!r} is not valid; use 1 to 128 "
+            "letters, digits, '.', '_', '-', starting with a letter or digit"
         )
     return SecretRef(name)
 
