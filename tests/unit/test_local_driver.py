@@ -49,7 +49,9 @@ def test_a_traversal_name_stays_inside_root(driver: LocalDriver, tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
 
 
-def test_remove_does_not_follow_symlinks_out_of_the_volume(driver: LocalDriver, tmp_path: Path) -> None:
+def test_remove_does_not_follow_symlinks_out_of_the_volume(
+    driver: LocalDriver, tmp_path: Path
+) -> None:
     outside = tmp_path / "precious"
     outside.mkdir()
     (outside / "keep.txt").write_text("data")
@@ -61,7 +63,9 @@ def test_remove_does_not_follow_symlinks_out_of_the_volume(driver: LocalDriver, 
     assert (outside / "keep.txt").read_text() == "data"
 
 
-def test_remove_refuses_a_volume_directory_swapped_for_a_symlink(driver: LocalDriver, tmp_path: Path) -> None:
+def test_remove_refuses_a_volume_directory_swapped_for_a_symlink(
+    driver: LocalDriver, tmp_path: Path
+) -> None:
     outside = tmp_path / "precious"
     outside.mkdir()
     (outside / "keep.txt").write_text("data")
@@ -102,7 +106,9 @@ def test_retain_keeps_the_data(driver: LocalDriver) -> None:
     assert (driver.root / vol.key / "f").read_text() == "kept"
 
 
-def test_recover_recreates_a_directory_lost_between_registry_and_create(driver: LocalDriver) -> None:
+def test_recover_recreates_a_directory_lost_between_registry_and_create(
+    driver: LocalDriver,
+) -> None:
     vol = make("v", mode="0700")
     assert driver.recover(vol, None) is None
     assert stat.S_IMODE(os.stat(driver.root / vol.key).st_mode) == 0o700

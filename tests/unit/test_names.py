@@ -13,7 +13,9 @@ from dockvol._service.names import check_name, volume_key
 KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*-[0-9a-f]{16}$")
 
 
-@pytest.mark.parametrize("name", ["data", "../../etc", "a/b", "with space", "ünïcødé", ".", "..", "-x"])
+@pytest.mark.parametrize(
+    "name", ["data", "../../etc", "a/b", "with space", "ünïcødé", ".", "..", "-x"]
+)
 def test_odd_but_printable_names_are_accepted(name: str) -> None:
     assert check_name(name) == name
 

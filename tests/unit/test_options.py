@@ -19,7 +19,13 @@ SCHEMA = {
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("512M", 512 << 20), ("10G", 10 << 30), ("1048576", 1 << 20), ("2gib", 2 << 30), ("4 KB", 4096)],
+    [
+        ("512M", 512 << 20),
+        ("10G", 10 << 30),
+        ("1048576", 1 << 20),
+        ("2gib", 2 << 30),
+        ("4 KB", 4096),
+    ],
 )
 def test_sizes_use_binary_units(text: str, expected: int) -> None:
     assert parse_size(text) == expected
