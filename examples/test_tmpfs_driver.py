@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tmpfs_driver import TmpfsDriver  # noqa: E402
+from tmpfs_driver import TmpfsDriver
 
-import dockvol  # noqa: E402
+import dockvol
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting tmpfs needs root")
 

@@ -33,7 +33,7 @@ def test_sizes_use_binary_units(text: str, expected: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "ten", "-5G", "0", "1.5G", "5X"])
 def test_bad_sizes_are_refused_with_an_example(text: str) -> None:
-    with pytest.raises(ValueError, match="size|zero"):
+    with pytest.raises(ValueError, match=r"size|zero"):
         parse_size(text)
 
 
