@@ -51,8 +51,10 @@ def run(
     except OSError as exc:
         raise DriverError(f"{what} failed: cannot run {args[0]}: {exc.strerror}; {hint}") from None
     if proc.returncode not in ok:
+        tool = os.path.basename(args[0])
         detail = _last_lines(proc.stderr or proc.stdout) or f"exit status {proc.returncode}"
-        raise DriverError(f"{what} failed: {args[0]}: {detail}; {hint}")
+        detail = detail.removeprefix(f"{tool}: ")  # most tools name themselves already
+        raise DriverError(f"{what} failed: {tool}: {detail}; {hint}")
     return proc.stdout
 
 

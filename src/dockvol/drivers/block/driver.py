@@ -438,7 +438,7 @@ class BlockDriver(Driver):
                     ],
                     what=f"mounting volume {volume.name!r} ({device}) on {mp}",
                     hint=f"check the kernel log (dmesg); the filesystem may need a repair "
-                    f"({'xfs_repair' if fs.name == 'xfs' else 'e2fsck -f'} {device})",
+                    f"({'xfs_repair' if fs.name == 'xfs' else 'e2fsck -f'} {image})",
                 )
             elif entry.devnum != devnum:
                 raise DriverError(

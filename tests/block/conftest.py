@@ -1,0 +1,79 @@
+"""Fixtures for the block driver's tests: real loop devices and mounts, always cleaned up.
+
+Every module is wrapped by ``loops_unchanged``: the loop devices attached after the module are
+exactly those attached before it (anything of ours left behind is detached, then reported).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from dockvol import Volume
+from dockvol._sdk.options import parse_options
+from dockvol.drivers.block import BlockDriver, loop, mounttable
+
+
+def attached_loops() -> set[tuple[str, str]]:
+    return {(lp.device, lp.backing) for lp in loop.attached()}
+
+
+def cleanup_under(base: Path) -> list[str]:
+    """Unmount and detach whatever of ours is left under ``base``; what was found."""
+    left: list[str] = []
+    prefix = str(base.resolve()) + "/"
+    for e in sorted(mounttable.read(), key=lambda e: e.target, reverse=True):
+        if e.target.startswith(prefix):
+            left.append(f"mount {e.target}")
+            subprocess.run(["umount", "-l", e.target], capture_output=True)
+    for lp in loop.under(base):
+        left.append(f"loop {lp.device} -> {lp.backing}")
+        subprocess.run(["losetup", "-d", lp.device], capture_output=True)
+    return left
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loops_unchanged() -> Iterator[None]:
+    before = attached_loops()
+    yield
+    after = attached_loops()
+    assert after == before, f"loop devices leaked: {sorted(after - before)}"
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="dvblk", dir="/tmp"))
+    try:
+        yield base / "root"
+    finally:
+        left = cleanup_under(base)
+        shutil.rmtree(base, ignore_errors=True)
+        assert not left, f"the test left mounts or loop devices: {left}"
+
+
+@pytest.fixture
+def driver(root: Path) -> BlockDriver:
+    d = BlockDriver(root)
+    d.setup()
+    return d
+
+
+MakeVolume = Callable[..., Volume]
+
+
+@pytest.fixture
+def make_volume() -> MakeVolume:
+    """``make_volume("name", size="64M", fs="xfs")``: a volume as the framework would pass it."""
+
+    def make(name: str, **opts: str) -> Volume:
+        key = "".join(c if c.isalnum() else "_" for c in name) + "-0123456789abcdef"
+        values = parse_options(BlockDriver.options, opts)
+        return Volume(name, key, values, datetime.now(UTC), dict(opts))
+
+    return make
