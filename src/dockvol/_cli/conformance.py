@@ -1,0 +1,164 @@
+"""``dockvol conformance``: run the conformance and fault-injection suite against any plugin."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .call import add_target_args, target_address
+
+EPILOG = """Each check is documented in docs/conformance.md. The kit creates volumes named
+dvconf-<run>-... and removes them again.
+
+destructive mode (--destructive) crashes the plugin: it is killed with SIGKILL (the process
+listening on the unix socket, found with SO_PEERCRED; or your --kill-cmd), and --restart-cmd
+must bring it back on the same socket. A restart command that keeps running (the plugin in the
+foreground) is left running in its own session.
+
+exit status: 0 every selected check passed (warnings allowed), 1 some failed, 2 usage error,
+3 the plugin cannot be reached"""
+
+
+def _names(values: list[str]) -> list[str]:
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "conformance",
+        help="check any volume plugin against the engine's real behaviour",
+        description="Run named checks against a running volume plugin (in any language) "
+        "through its socket, as the Docker engine would call it, and print a table: check, "
+        "result, why it matters, what to fix, and the engine behaviour it protects.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_target_args(p)
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAMES",
+        help="run only these checks (comma-separated, repeatable)",
+    )
+    p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="NAMES",
+        help="skip these checks (comma-separated, repeatable)",
+    )
+    p.add_argument("--list", action="store_true", help="list the checks and exit")
+    p.add_argument(
+        "--destructive", action="store_true", help="also crash the plugin (needs --restart-cmd)"
+    )
+    p.add_argument("--restart-cmd", metavar="CMD", help="shell command that restarts the plugin")
+    p.add_argument(
+        "--kill-cmd",
+        metavar="CMD",
+        help="shell command that kills the plugin (default: SIGKILL the socket's "
+        "listener, found with SO_PEERCRED)",
+    )
+    p.add_argument(
+        "--restart-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long the restarted plugin may take to answer (30)",
+    )
+    p.add_argument(
+        "--volumes",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="volumes for the latency check (1000)",
+    )
+    p.add_argument(
+        "--get-budget-ms",
+        type=float,
+        default=100.0,
+        metavar="MS",
+        help="Get p99 budget in milliseconds (100)",
+    )
+    p.add_argument(
+        "--list-budget-ms",
+        type=float,
+        default=1000.0,
+        metavar="MS",
+        help="List p99 budget in milliseconds at --volumes volumes (1000)",
+    )
+    p.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=6.0,
+        metavar="SECONDS",
+        help="idle time of the keep-alive check (6)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only failures and summary")
+    p.set_defaults(func=_conformance)
+
+
+def _conformance(args: argparse.Namespace) -> int:
+    from dockvol.testing import Config, Runner, ShellFaults, WireClient, report, select
+
+    try:
+        checks = select(_names(args.only), _names(args.skip), destructive=args.destructive)
+    except KeyError as e:
+        print(f"dockvol conformance: {e.args[0]}", file=sys.stderr)
+        return 2
+    if args.list:
+        for c in checks if (args.only or args.skip) else select(destructive=True):
+            tag = "  [destructive]" if c.destructive else ""
+            print(f"{c.name:<24} {c.title}{tag}")
+        return 0
+    if args.destructive and not args.restart_cmd:
+        print(
+            "dockvol conformance: --destructive needs --restart-cmd CMD, a shell command that "
+            "starts the plugin again on the same socket",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        address = target_address(args)
+    except ValueError as e:
+        print(f"dockvol conformance: {e}", file=sys.stderr)
+        return 2
+    client = WireClient(address)
+    try:
+        client.call("VolumeDriver.Capabilities", {}, timeout=10)
+    except OSError as e:
+        print(
+            f"dockvol conformance: cannot reach the plugin at {address}: {e}; is it running?",
+            file=sys.stderr,
+        )
+        return 3
+    config = Config(
+        volumes=args.volumes,
+        get_p99_ms=args.get_budget_ms,
+        list_p99_ms=args.list_budget_ms,
+        idle_seconds=args.idle_seconds,
+        restart_timeout=args.restart_timeout,
+    )
+    faults = None
+    if args.destructive:
+        faults = ShellFaults(client, args.restart_cmd, args.kill_cmd, args.restart_timeout)
+    runner = Runner(client, config, faults.faults() if faults else None)
+    print(f"dockvol conformance: {len(checks)} checks against {address}", file=sys.stderr)
+    if not args.quiet:
+        print(report.header(), flush=True)
+
+    def progress(res: Any) -> None:
+        if not args.quiet or not res.ok:
+            print(report.row(res), flush=True)
+
+    results = runner.run(checks, progress)
+    print()
+    print(report.summary(results))
+    if args.json:
+        report.write_json(args.json, results, str(address))
+    if args.junit:
+        report.write_junit(args.junit, results, str(address))
+    return 0 if all(r.ok for r in results) else 1

@@ -1,0 +1,51 @@
+"""Tools for volume plugin authors: a wire client and a conformance and fault-injection kit.
+
+It speaks only the Docker volume plugin protocol, so it tests plugins written in any language::
+
+    from dockvol.testing import WireClient, run, report
+
+    results = run("/run/docker/plugins/myplugin.sock")
+    print(report.table(results))
+
+In a pytest run: ``pytest -p dockvol.testing.pytest_plugin --dockvol-socket PATH``, or two lines
+in a test module (see :func:`conformance_tests`). Every check is documented in
+docs/conformance.md.
+"""
+
+from . import report
+from ._http import Address
+from .client import Reply, WireClient, find_plugin, peer_pid, resolve_endpoint
+from .faults import ShellFaults, kill_listener, wait_ready
+from .suite import CHECKS, Check, CheckFailed, Config, Faults, Result, Runner, run, select
+
+__all__ = [
+    "CHECKS",
+    "Address",
+    "Check",
+    "CheckFailed",
+    "Config",
+    "Faults",
+    "Reply",
+    "Result",
+    "Runner",
+    "ShellFaults",
+    "WireClient",
+    "conformance_tests",
+    "find_plugin",
+    "kill_listener",
+    "peer_pid",
+    "report",
+    "resolve_endpoint",
+    "run",
+    "select",
+    "wait_ready",
+]
+
+
+def __getattr__(name: str) -> object:
+    # pytest is imported only by those who ask for the test-class factory.
+    if name == "conformance_tests":
+        from .pytest_plugin import conformance_tests
+
+        return conformance_tests
+    raise AttributeError(name)

@@ -1,0 +1,296 @@
+"""Fault injection: crash a plugin, restart it, and check what survived (destructive checks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .client import WireClient, peer_pid
+from .suite import CheckFailed, Context, Faults, check, new_id
+
+
+def _dead(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")  # a zombie has released its socket
+
+
+def kill_listener(socket_path: str | Path, timeout: float = 10.0) -> int:
+    """SIGKILL the process listening on ``socket_path`` (found with SO_PEERCRED) and wait for it
+    to die. Returns its pid."""
+    pid = peer_pid(socket_path)
+    if pid == os.getpid():
+        raise RuntimeError("the plugin runs in this process: use in-process faults")
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while not _dead(pid):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {pid} did not die within {timeout}s of SIGKILL")
+        time.sleep(0.02)  # polling for the process to go
+    return pid
+
+
+def wait_ready(
+    client: WireClient, timeout: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Poll Capabilities until the plugin answers 200 (or the restart command fails)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() not in (None, 0):
+            raise RuntimeError(f"the restart command exited with status {proc.returncode}")
+        try:
+            r = client.call("VolumeDriver.Capabilities", {}, timeout=2)
+            if r.status == 200:
+                return
+            last = r.describe()
+        except OSError as e:
+            last = f"{type(e).__name__}: {e}"
+        time.sleep(0.05)  # polling for readiness
+    raise RuntimeError(f"the plugin did not answer within {timeout:g}s of its restart ({last})")
+
+
+@dataclass
+class ShellFaults:
+    """Kill with ``kill_cmd`` (or SIGKILL to the socket's listener), restart with
+    ``restart_cmd``. A restart command still running once the plugin answers is left running
+    (it is the plugin itself) in its own session."""
+
+    client: WireClient
+    restart_cmd: str
+    kill_cmd: str | None = None
+    timeout: float = 30.0
+    log_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def kill(self) -> None:
+        if self.kill_cmd:
+            subprocess.run(self.kill_cmd, shell=True, check=True, timeout=self.timeout)
+            return
+        if self.client.address.unix is None:
+            raise RuntimeError("a TCP plugin needs --kill-cmd: SO_PEERCRED works on unix sockets")
+        kill_listener(self.client.address.unix)
+
+    def restart(self) -> None:
+        log = self.log_dir / f"dockvol-conformance-restart-{os.getpid()}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                self.restart_cmd,
+                shell=True,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.started.append(proc)
+        try:
+            wait_ready(self.client, self.timeout, proc)
+        except RuntimeError as e:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{e}; output of {self.restart_cmd!r}:\n{tail}") from e
+
+    def faults(self) -> Faults:
+        return Faults(kill=self.kill, restart=self.restart)
+
+
+def _crash(ctx: Context) -> None:
+    assert ctx.faults is not None
+    try:
+        ctx.faults.kill()
+    except Exception as e:
+        raise CheckFailed(f"could not kill the plugin: {e}") from e
+    try:
+        ctx.faults.restart()
+    except Exception as e:
+        raise CheckFailed(f"the plugin did not come back after a crash: {e}") from e
+
+
+@check(
+    "crash-while-mounted",
+    title="A crash between Mount and Unmount loses nothing",
+    why="Containers outlive plugin crashes and restarts. The engine does not re-send Mount "
+    "after a restart (live-restore), but later sends Unmount with the original IDs. Volumes, "
+    "their options and the per-ID mount records must survive, or the volume is released under "
+    "running containers or stuck in use forever.",
+    fix="Commit volumes and per-ID mount records durably (fsync) before replying; on start, "
+    "reload them and make reality match (re-mount what is still in use).",
+    engine="PROTOCOL.md §3 (engine start, live-restore), §6.1, §6.2",
+    destructive=True,
+)
+def crash_while_mounted(ctx: Context) -> None:
+    a, b = ctx.name(), ctx.name()
+    id1, id2 = new_id(), new_id()
+    ctx.create(a, {})
+    ctx.create(b, {})
+    path = ctx.mount(a, id1)
+    ctx.mount(a, id2)
+    was_dir = os.path.isdir(path)
+    _crash(ctx)
+    for n in (a, b):
+        ctx.must_exist(n, " after the plugin restarted")
+    listed = ctx.list_names()
+    for n in (a, b):
+        if n not in listed:
+            raise CheckFailed(f"List lost {n!r} after the plugin restarted")
+    if was_dir and not os.path.isdir(path):
+        raise CheckFailed(f"Mountpoint {path!r} of a mounted volume is gone after the restart")
+    counts = ctx.passed("remove-while-mounted")
+    if counts:
+        _still_used(ctx, a, "with 2 mount IDs held before the crash")
+    ctx.unmount(a, id1)
+    if counts:
+        _still_used(ctx, a, "with 1 mount ID still held from before the crash")
+    ctx.unmount(a, id2)
+    r = ctx.call("VolumeDriver.Remove", {"Name": a})
+    if r.status != 200 or r.err:
+        raise CheckFailed(
+            f"after every ID from before the crash unmounted, Remove fails "
+            f"({r.err or r.describe()}): a reference count is stuck"
+        )
+    ctx.created.discard(a)
+
+
+def _still_used(ctx: Context, name: str, when: str) -> None:
+    r = ctx.call("VolumeDriver.Remove", {"Name": name})
+    if r.status == 200 and not r.err:
+        ctx.created.discard(name)
+        raise CheckFailed(
+            f"after the restart, Remove of {name!r} {when} succeeded: mount records were lost"
+        )
+
+
+@dataclass
+class _Vol:
+    created: bool = False  # acknowledged
+    held: set[str] = field(default_factory=set)  # IDs acknowledged mounted, not unmounted
+    unsure: set[str] = field(default_factory=set)  # IDs whose Mount/Unmount reply was lost
+
+
+@check(
+    "crash-during-burst",
+    title="A crash in the middle of a burst loses nothing acknowledged",
+    why="A plugin killed while the engine starts and stops many containers must keep every "
+    "change it acknowledged: volumes, mount records, reference counts. Changes in flight may "
+    "go either way, but must not corrupt the state.",
+    fix="Make each acknowledged change durable before replying (one transaction per change) and "
+    "make each change atomic, so a crash leaves either the old or the new state.",
+    engine="PROTOCOL.md §1 (concurrency), §3 (persistence), §6.1, §6.2",
+    destructive=True,
+)
+def crash_during_burst(ctx: Context) -> None:
+    vols: dict[str, _Vol] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+    acked = [0]
+
+    def op(endpoint: str, body: dict[str, object]) -> bool | None:
+        """True: done; False: refused; None: reply lost."""
+        try:
+            r = ctx.client.call(endpoint, body, timeout=30)
+        except OSError:
+            return None
+        with lock:
+            acked[0] += 1
+        return r.status == 200 and not r.err
+
+    def worker() -> None:
+        while not stop.is_set():
+            name, keep, drop = ctx.name("burst"), new_id(), new_id()
+            v = _Vol()
+            with lock:
+                vols[name] = v
+                ctx.created.add(name)
+            res = op("VolumeDriver.Create", {"Name": name, "Opts": None})
+            if not res:
+                return
+            v.created = True
+            for mid in (keep, drop):
+                v.unsure.add(mid)
+                res = op("VolumeDriver.Mount", {"Name": name, "ID": mid})
+                if res is None:
+                    return
+                v.unsure.discard(mid)
+                if not res:
+                    raise CheckFailed(f"Mount {name!r} refused during the burst")
+                v.held.add(mid)
+            v.held.discard(drop)
+            v.unsure.add(drop)
+            res = op("VolumeDriver.Unmount", {"Name": name, "ID": drop})
+            if res is None:
+                return
+            v.unsure.discard(drop)
+
+    threads = max(2, ctx.config.concurrency // 2)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker()
+        except BaseException as e:
+            errors.append(e)
+
+    ts = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    deadline = time.monotonic() + 60
+    while acked[0] < 20 * threads and time.monotonic() < deadline and not errors:
+        time.sleep(0.01)  # waiting for the burst to be well under way
+    assert ctx.faults is not None
+    try:
+        ctx.faults.kill()
+    except Exception as e:
+        raise CheckFailed(f"could not kill the plugin: {e}") from e
+    finally:
+        stop.set()
+        for t in ts:
+            t.join(60)
+    try:
+        ctx.faults.restart()
+    except Exception as e:
+        raise CheckFailed(f"the plugin did not come back after a crash: {e}") from e
+    if errors:
+        raise errors[0]
+    if acked[0] < 20 * threads:
+        raise CheckFailed("the burst made too little progress before the crash")
+    counts = ctx.passed("remove-while-mounted")
+    listed = set(ctx.list_names())
+    done = {n: v for n, v in vols.items() if v.created}
+    lost = [n for n in done if n not in listed]
+    if lost:
+        raise CheckFailed(f"{len(lost)} acknowledged volumes lost in the crash, e.g. {lost[0]!r}")
+    for n in done:
+        ctx.must_exist(n, " after the crash")
+    held = [n for n, v in done.items() if v.held]
+    if counts:
+        for n in held:
+            _still_used(ctx, n, "held by an acknowledged Mount")
+    for n, v in vols.items():
+        for mid in sorted(v.held | v.unsure):
+            if mid in v.held:
+                ctx.ok("VolumeDriver.Unmount", {"Name": n, "ID": mid})
+            else:
+                ctx.call("VolumeDriver.Unmount", {"Name": n, "ID": mid})
+        v.held.clear()
+    for n in done:
+        r = ctx.call("VolumeDriver.Remove", {"Name": n})
+        if r.status != 200 or r.err:
+            raise CheckFailed(
+                f"after the crash and every Unmount, Remove {n!r} fails "
+                f"({r.err or r.describe()}): a reference count is stuck"
+            )
+        ctx.created.discard(n)
+    ctx.info(f"{len(done)} volumes and {acked[0]} acknowledged calls before the crash")
+
+
+def callable_faults(kill: Callable[[], None], restart: Callable[[], None]) -> Faults:
+    """Faults from two functions (for tests that manage the plugin process themselves)."""
+    return Faults(kill=kill, restart=restart)

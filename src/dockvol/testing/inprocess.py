@@ -1,0 +1,93 @@
+"""Serve a dockvol ``Driver`` in this process on a unix socket, so the kit can test it.
+
+The kit still talks to it only through the socket; this module is the one place that uses
+dockvol's public server API (``dockvol.create_app``) and uvicorn.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from .client import WireClient
+from .faults import wait_ready
+from .suite import Faults
+
+#: A Driver class or any callable that builds a driver from its root directory.
+DriverFactory = Callable[[Path], Any]
+
+
+class InProcessPlugin:
+    """``driver`` served at ``directory/plugin.sock``, state in ``directory/state``.
+
+    ``kill()`` stops serving without a graceful drain and drops the driver; ``restart()``
+    builds a fresh driver and app over the same state, as a restarted process would.
+    """
+
+    def __init__(self, driver: DriverFactory, directory: Path, timeout: float = 30.0) -> None:
+        self.factory = driver
+        self.dir = Path(directory)
+        self.sock = self.dir / "plugin.sock"
+        self.timeout = timeout
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def client(self) -> WireClient:
+        return WireClient(str(self.sock))
+
+    def start(self) -> InProcessPlugin:
+        import uvicorn
+
+        import dockvol
+
+        create_app = cast(Callable[..., Any], dockvol.create_app)
+        (self.dir / "root").mkdir(parents=True, exist_ok=True)
+        (self.dir / "state").mkdir(parents=True, exist_ok=True)
+        driver = self.factory(self.dir / "root")
+        app = create_app(driver, state_dir=self.dir / "state")
+        self.sock.unlink(missing_ok=True)
+        config = uvicorn.Config(
+            app,
+            uds=str(self.sock),
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=24 * 3600,  # as the engine expects: never close idle connections
+        )
+        server = uvicorn.Server(config)
+        # uvicorn installs signal handlers only in the main thread: ours is not.
+        self._server = server
+        self._thread = threading.Thread(target=server.run, name="dockvol-inprocess", daemon=True)
+        self._thread.start()
+        wait_ready(self.client, self.timeout)
+        return self
+
+    def _halt(self, force: bool) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = True
+        self._server.force_exit = force
+        self._thread.join(self.timeout)
+        self._server = self._thread = None
+
+    def kill(self) -> None:
+        self._halt(force=True)
+
+    def restart(self) -> None:
+        self.start()
+
+    def stop(self) -> None:
+        self._halt(force=False)
+        self.sock.unlink(missing_ok=True)
+
+    def faults(self) -> Faults:
+        return Faults(kill=self.kill, restart=self.restart)
+
+    def __enter__(self) -> InProcessPlugin:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
