@@ -26,7 +26,7 @@ class JsonFormatter(logging.Formatter):
             out["message"] = record.getMessage()
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
 
 
 def setup(level: str, fmt: str) -> None:

@@ -41,8 +41,8 @@ def volume_key(name: str) -> str:
     """A filesystem-safe, unique key for ``name``: a readable prefix and a hash of the exact name.
 
     The hash makes keys distinct for names that sanitise alike (``a b`` and ``a_b``); the prefix
-    never starts with a dot, so ``.`` and ``..`` cannot be produced.
+    never starts with a dot or a dash, so ``.``, ``..`` and option-like names cannot be produced.
     """
-    prefix = _UNSAFE.sub("_", name)[:_PREFIX_LEN].lstrip(".") or "v"
+    prefix = _UNSAFE.sub("_", name)[:_PREFIX_LEN].lstrip(".-") or "v"
     digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
     return f"{prefix}-{digest}"

@@ -77,6 +77,9 @@ class VolumeService:
         # Driver.status is called on every Get; skip it entirely when the driver has none.
         self._has_status = type(driver).status is not Driver.status
         self._list_cache: tuple[int, bytes] | None = None
+        # Per-volume parts of the Get reply, rebuilt when the record changes (Get is hot).
+        self._views: dict[str, _GetView] = {}
+        self._registry_status = type(registry).status is not Registry.status
         #: Optional observer of driver failures (metrics).
         self.on_driver_error: Callable[[], None] | None = None
 
@@ -143,27 +146,22 @@ class VolumeService:
     def get(self, name: str) -> dict[str, Any] | None:
         rec = self.registry.get(name)
         if rec is None:
+            self._views.pop(name, None)
             return None
-        mp = rec.mountpoint
-        status: dict[str, Any] = {
-            "mounts": sum(m.count for m in rec.mounts.values()),
-            "mount_ids": sorted(rec.mounts),
-            "options": redact(self.schema, rec.options),
-        }
+        view = self._views.get(name)
+        if view is None or view.record is not rec:  # records are replaced whole on change
+            view = self._views[name] = _GetView(rec, self)
+        status = dict(view.status)
         if self._has_status:
             try:
-                status.update(self.driver.status(self._volume(rec), Path(mp) if mp else None))
+                status.update(self.driver.status(view.volume(self), view.mountpoint))
             except Exception as exc:  # a Get error makes the engine forget the volume: never fail
                 log.warning("status of volume %r failed: %s", name, exc)
                 status["status_error"] = str(exc)
-        status.update(self.registry.status(name))  # cluster: nodes using it, holder
-        out: dict[str, Any] = {
-            "Name": rec.name,
-            "CreatedAt": _rfc3339(rec.created_at),
-            "Status": status,
-        }
-        if mp:
-            out["Mountpoint"] = mp
+        if self._registry_status:
+            status.update(self.registry.status(name))  # cluster: nodes using it, holder
+        out = dict(view.reply)
+        out["Status"] = status
         return out
 
     def list(self) -> list[dict[str, str]]:
@@ -393,3 +391,28 @@ def _check_mount_id(mount_id: str) -> None:
 
 def _rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class _GetView:
+    """What Get derives from one immutable record: computed once, reused until it changes."""
+
+    __slots__ = ("_volume", "mountpoint", "record", "reply", "status")
+
+    def __init__(self, rec: VolumeRecord, service: VolumeService) -> None:
+        self.record = rec
+        mp = rec.mountpoint
+        self.mountpoint = Path(mp) if mp else None
+        self.status: dict[str, Any] = {
+            "mounts": sum(m.count for m in rec.mounts.values()),
+            "mount_ids": sorted(rec.mounts),
+            "options": redact(service.schema, rec.options),
+        }
+        self.reply: dict[str, Any] = {"Name": rec.name, "CreatedAt": _rfc3339(rec.created_at)}
+        if mp:
+            self.reply["Mountpoint"] = mp
+        self._volume: Volume | None = None
+
+    def volume(self, service: VolumeService) -> Volume:
+        if self._volume is None:
+            self._volume = service._volume(self.record)
+        return self._volume

@@ -81,7 +81,7 @@ class LocalDriver(Driver):
         return path
 
     def status(self, volume: Volume, mountpoint: Path | None) -> Mapping[str, Any]:
-        return {"path": str(self.root / volume.key)}
+        return {"path": os.path.join(self.root, volume.key)}
 
     def recover(self, volume: Volume, mountpoint: Path | None) -> Path | None:
         path = self._dir(volume)
