@@ -1,7 +1,8 @@
 """Fixtures for the block driver's tests: real loop devices and mounts, always cleaned up.
 
-Every module is wrapped by ``loops_unchanged``: the loop devices attached after the module are
-exactly those attached before it (anything of ours left behind is detached, then reported).
+Every module is wrapped by ``loops_unchanged``: the loop devices backed by files under
+:data:`BASE_PREFIX` (every directory these tests create) are the same after the module as before
+it. Loop devices of other programs on the machine are not ours to judge.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from dockvol import Volume
 from dockvol._sdk.options import parse_options
 from dockvol.drivers.block import BlockDriver, loop, mounttable
 
+#: Every temporary directory of these tests starts with this.
+BASE_PREFIX = "/tmp/dvblk"
+
 
 def attached_loops() -> set[tuple[str, str]]:
-    return {(lp.device, lp.backing) for lp in loop.attached()}
+    return {(lp.device, lp.backing) for lp in loop.attached() if lp.backing.startswith(BASE_PREFIX)}
 
 
 def cleanup_under(base: Path) -> list[str]:
@@ -48,7 +52,7 @@ def loops_unchanged() -> Iterator[None]:
 
 @pytest.fixture
 def root() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="dvblk", dir="/tmp"))
+    base = Path(tempfile.mkdtemp(prefix=Path(BASE_PREFIX).name, dir="/tmp"))
     try:
         yield base / "root"
     finally:

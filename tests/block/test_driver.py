@@ -78,7 +78,9 @@ def test_mount_attaches_once_and_fills_to_enospc(
         assert status["fs"] == fs and status["size"] == int(size[:-1]) * MiB
         written = fill(mp)
         assert 0 < written <= int(size[:-1]) * MiB
-        assert driver.image_path(v).stat().st_size == int(size[:-1]) * MiB  # the host file did not grow
+        assert (
+            driver.image_path(v).stat().st_size == int(size[:-1]) * MiB
+        )  # the host file did not grow
         assert driver.status(v, mp)["free"] < MiB
     finally:
         driver.unmount(v)
@@ -110,7 +112,9 @@ def test_owner_and_mode_apply_to_the_top_directory(
     try:
         st = mp.stat()
         assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1234, 2345, 0o750)
-        assert list(mp.iterdir()) == []  # no lost+found: the engine copies image data into empty volumes
+        assert (
+            list(mp.iterdir()) == []
+        )  # no lost+found: the engine copies image data into empty volumes
     finally:
         driver.unmount(v)
     driver.remove(v)
@@ -168,7 +172,9 @@ def test_resize_while_detached_grows_the_filesystem(
 
 
 @pytest.mark.parametrize(("fs", "size"), FS_SIZES)
-def test_resize_while_attached(driver: BlockDriver, make_volume: MakeVolume, fs: str, size: str) -> None:
+def test_resize_while_attached(
+    driver: BlockDriver, make_volume: MakeVolume, fs: str, size: str
+) -> None:
     v = make_volume(f"live-{fs}", size=size, fs=fs)
     driver.create(v)
     mp = driver.mount(v)
@@ -334,7 +340,9 @@ def test_a_failed_mount_says_what_to_do_and_leaks_no_device(
     with open(driver.image_path(v), "r+b") as f:  # wipe the superblock
         f.seek(1024)
         f.write(b"\0" * 4096)
-    with pytest.raises(DriverError, match=r"mounting volume 'broken' .*bad superblock.*\(e2fsck -f /.*\.img\)"):
+    with pytest.raises(
+        DriverError, match=r"mounting volume 'broken' .*bad superblock.*\(e2fsck -f /.*\.img\)"
+    ):
         driver.mount(v)
     assert loop.backing(driver.image_path(v)) == []
     driver.remove(v)

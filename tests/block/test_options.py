@@ -31,7 +31,9 @@ def test_defaults_are_documented_values() -> None:
 
 
 def test_sizes_uids_and_modes_are_parsed() -> None:
-    v = parse_options(BlockDriver.options, {"size": "512M", "uid": "1000", "gid": "50", "mode": "0750"})
+    v = parse_options(
+        BlockDriver.options, {"size": "512M", "uid": "1000", "gid": "50", "mode": "0750"}
+    )
     assert (v["size"], v["uid"], v["gid"], v["mode"]) == (512 << 20, 1000, 50, 0o750)
 
 
@@ -45,7 +47,17 @@ def test_allowed_mount_options_pass() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["exec", "remount", "noatime,ro", "suid", "commit", "noatime=1", "x-mount.mkdir", "loop=/dev/sda"]
+    "text",
+    [
+        "exec",
+        "remount",
+        "noatime,ro",
+        "suid",
+        "commit",
+        "noatime=1",
+        "x-mount.mkdir",
+        "loop=/dev/sda",
+    ],
 )
 def test_other_mount_options_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="not allowed"):

@@ -54,9 +54,16 @@ def test_loop_devices_are_found_by_backing_file(tmp_path: Path) -> None:
     _fake_loop(sys_block, 2, str(images / "gone.img") + " (deleted)")
     _fake_loop(sys_block, 3, "/other/b.img")
     (sys_block / "vda").mkdir()
-    assert [lp.device for lp in loop.attached(sys_block)] == ["/dev/loop0", "/dev/loop2", "/dev/loop3"]
+    assert [lp.device for lp in loop.attached(sys_block)] == [
+        "/dev/loop0",
+        "/dev/loop2",
+        "/dev/loop3",
+    ]
     [found] = loop.backing(img, sys_block)
     assert (found.device, found.devnum, found.deleted) == ("/dev/loop0", "7:0", False)
     under = loop.under(images, sys_block)
-    assert [(lp.device, lp.deleted) for lp in under] == [("/dev/loop0", False), ("/dev/loop2", True)]
+    assert [(lp.device, lp.deleted) for lp in under] == [
+        ("/dev/loop0", False),
+        ("/dev/loop2", True),
+    ]
     assert loop.attached(tmp_path / "missing") == []

@@ -120,6 +120,17 @@ class Engine:
         self.stop()
         raise EngineError(f"dockerd did not answer within {timeout}s:\n{self.tail_log()}")
 
+    def enter_args(self) -> list[str]:
+        """A command prefix that runs a program in this engine's mount namespace.
+
+        The engine's namespace is private (``mount --make-rprivate /``): mounts made outside it
+        after it started are invisible to it and to its containers. A plugin that mounts
+        filesystems (the block driver) must run inside, as it would beside a host's dockerd.
+        """
+        assert self.proc is not None, "the engine is not running"
+        # dockerd is the process Popen started: unshare and sh exec into it.
+        return ["nsenter", f"--mount=/proc/{self.proc.pid}/ns/mnt", "--"]
+
     def tail_log(self, n: int = 40) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])

@@ -55,8 +55,19 @@ def call(
 class Plugin:
     """A ``dockvol serve`` process. Use ``Plugin.start(...)``; ``kill()`` is SIGKILL."""
 
-    def __init__(self, sock: Path, root: Path, state: Path, args: Sequence[str], log: Path) -> None:
+    def __init__(
+        self,
+        sock: Path,
+        root: Path,
+        state: Path,
+        args: Sequence[str],
+        log: Path,
+        wrap: Sequence[str] = (),
+    ) -> None:
         self.sock, self.root, self.state, self.args, self.log = sock, root, state, list(args), log
+        #: A command prefix, e.g. ``engine.enter_args()`` to run the plugin in the engine's mount
+        #: namespace (drivers that mount filesystems: the engine must see their mounts).
+        self.wrap = list(wrap)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -69,11 +80,12 @@ class Plugin:
         name: str | None = None,
         timeout: float = 20.0,
         env: dict[str, str] | None = None,
+        wrap: Sequence[str] = (),
     ) -> Plugin:
         args = ["--socket", str(sock), "--root", str(root), "--state", str(state), *extra]
         if name:
             args += ["--name", name]
-        p = cls(sock, root, state, args, state.parent / f"{sock.stem}.log")
+        p = cls(sock, root, state, args, state.parent / f"{sock.stem}.log", wrap)
         p.launch(timeout, env)
         return p
 
@@ -81,7 +93,7 @@ class Plugin:
         self.state.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dockvol", "serve", *self.args],
+                [*self.wrap, sys.executable, "-m", "dockvol", "serve", *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
