@@ -261,11 +261,32 @@ def test_recover_releases_what_no_record_uses(
     mp = driver.mount(v)
     after = BlockDriver(root)
     after.setup()
-    assert after.unclaimed() == {v.key: loop.backing(driver.image_path(v))[0].device}
-    assert after.recover(v, None) is None
+    assert after.recover(v, None) is None  # the record says: nobody uses it
     assert loop.backing(after.image_path(v)) == [] and mounttable.mounted_at(mp) is None
     assert after.unclaimed() == {}
     after.remove(v)
+
+
+def test_unrecorded_mounts_are_released_only_when_provably_unused(
+    root: Path, driver: BlockDriver, make_volume: MakeVolume
+) -> None:
+    used, idle = make_volume("used", size="32M"), make_volume("idle", size="32M")
+    for v in (used, idle):
+        driver.create(v)
+        driver.mount(v)
+    [used_dev] = [lp.device for lp in loop.backing(driver.image_path(used))]
+    fd = os.open(driver.mountpoint(used) / ".", os.O_RDONLY)  # a process still in it
+    try:
+        after = BlockDriver(root)  # restarted with no records for either volume
+        after.setup()
+        assert after.unclaimed() == {used.key: used_dev}  # reported, left alone
+        assert loop.backing(after.image_path(idle)) == []  # released
+        assert mounttable.mounted_at(after.mountpoint(used)) is not None
+    finally:
+        os.close(fd)
+    after.unmount(used)
+    for v in (used, idle):
+        after.remove(v)
 
 
 def test_recover_never_detaches_under_another_namespace(

@@ -104,6 +104,7 @@ class BlockDriver(Driver):
         self._attached: dict[str, Attachment] = {}
         #: Loop devices of ours found mounted at start, until a record claims them: key -> device.
         self._unclaimed: dict[str, str] = {}
+        self._settled = False
 
     # -- paths ----------------------------------------------------------------------------------
     def _key(self, volume: Volume) -> str:
@@ -195,22 +196,54 @@ class BlockDriver(Driver):
         return None
 
     def unclaimed(self) -> dict[str, str]:
-        """Our loop devices, mounted at start, that no record claimed (volume key -> device).
+        """Settle our loop devices that were mounted at start but that no record claimed.
 
-        Call after :meth:`recover` has run for every known volume; they are reported, never
-        detached (something still mounts them)."""
-        for key, device in self._unclaimed.items():
+        Call after :meth:`recover` has run for every known volume (the driver also does it once,
+        at its first call after start). A device is released only when provably unused: no
+        other mount namespace (no container) mounts it and a plain umount succeeds (no process
+        has files open in it). The rest is reported and left alone. Returns what is left
+        (volume key -> device)."""
+        self._settled = True
+        for key, device in list(self._unclaimed.items()):
+            mp = self.mounts / key
+            users: list[int] = []
+            try:
+                devnum = _devnum(device)
+                users = mounttable.other_namespaces_using(devnum)
+                if not users:
+                    entry = mounttable.mounted_at(mp)
+                    if entry is not None and entry.devnum == devnum:
+                        run(["umount", "--", str(mp)], what=f"unmounting {mp}", hint="")
+                    if not loop.held(device):
+                        loop.detach(device)
+                        log.warning("released %s of volume key %r: no record used it", device, key)
+                        del self._unclaimed[key]
+                        continue
+            except DriverError as exc:
+                log.debug("%s", exc)
             log.warning(
-                "loop device %s holds the image of volume key %r, which no record explains; it is "
-                "still mounted, so it is left alone: unmount it (findmnt %s) and restart the plugin",
+                "loop device %s holds the image of volume key %r, which no record explains, and "
+                "is still in use%s: it is left alone; stop its users (findmnt %s; fuser -vm %s) "
+                "and restart the plugin",
                 device,
                 key,
+                f" by processes {users}" if users else "",
                 device,
+                mp,
             )
         return dict(self._unclaimed)
 
+    def _settle_once(self) -> None:
+        if not self._settled:
+            with self._lock:
+                if self._settled:
+                    return
+                self._settled = True
+            self.unclaimed()
+
     # -- lifecycle ------------------------------------------------------------------------------
     def create(self, volume: Volume) -> None:
+        self._settle_once()
         fs = self._fs(volume)
         size = _round_up(int(volume.options.get("size") or DEFAULT_SIZE))
         if size < fs.min_size:
@@ -257,6 +290,7 @@ class BlockDriver(Driver):
         )
 
     def remove(self, volume: Volume) -> None:
+        self._settle_once()
         key = self._key(volume)
         image, mp = self.image_path(volume), self.mountpoint(volume)
         devices = [lp.device for lp in loop.backing(image)]
@@ -288,11 +322,13 @@ class BlockDriver(Driver):
             log.warning("volume %r removed, but %s was left: %s", volume.name, mp, exc.strerror)
 
     def mount(self, volume: Volume) -> Path:
+        self._settle_once()
         att = self._attach_and_mount(volume)
         self._apply_ownership(volume, att.mountpoint)
         return att.mountpoint
 
     def unmount(self, volume: Volume) -> None:
+        self._settle_once()
         mp = self.mountpoint(volume)
         loops = loop.backing(self.image_path(volume))
         if not loops:
@@ -327,6 +363,7 @@ class BlockDriver(Driver):
 
     # -- resize ---------------------------------------------------------------------------------
     def resize(self, volume: Volume, size: int, mountpoint: Path | None) -> None:
+        self._settle_once()
         fs = self._fs(volume)
         image = self.image_path(volume)
         size = _round_up(size)
