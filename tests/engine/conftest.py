@@ -7,6 +7,7 @@ The engine discovers the plugin as ``dockvol`` (its socket is ``engine.plugins_d
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from tests.support.engine import Engine
 from tests.support.plugin import Plugin
 
 PLUGIN = "dockvol"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +78,23 @@ def containers(engine: Engine) -> Iterator[list[str]]:
     yield made
     for name in reversed(made):
         engine.docker("rm", "-f", name, check=False)
+
+
+@pytest.fixture
+def slow_plugin() -> Iterator[Plugin]:
+    """``dockvol serve`` with tests/engine/slowdriver.py: Mounts of ``-o slow=true`` volumes
+    block until ``slowdriver.open_gate(plugin.root)``. Not known to any engine."""
+    from . import slowdriver
+
+    base = Path(tempfile.mkdtemp(prefix="dvs", dir="/tmp"))  # short: socket path limit
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    p = Plugin.start(
+        base / "slow.sock", base / "root", base / "state" / "db",
+        "--driver", "tests.engine.slowdriver:SlowDriver", env={"PYTHONPATH": path},
+    )  # fmt: skip
+    try:
+        yield p
+    finally:
+        slowdriver.open_gate(p.root)  # never leave a mount blocked, whatever failed
+        p.stop()
+        shutil.rmtree(base, ignore_errors=True)

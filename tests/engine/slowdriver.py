@@ -8,6 +8,7 @@ ends, with no timing involved. Serve it with ``--driver tests.engine.slowdriver:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,3 +39,14 @@ class SlowDriver(LocalDriver):
             with open(self.root / GATE, "rb") as gate:  # blocks until a writer opens it
                 gate.read(1)
         return super().mount(volume)
+
+
+def open_gate(root: Path) -> bool:
+    """Let a blocked slow mount finish; False if no mount is waiting on the gate."""
+    try:
+        fd = os.open(root / GATE, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: nobody reads the FIFO
+        return False
+    with contextlib.closing(os.fdopen(fd, "wb")) as f:
+        f.write(b"x")
+    return True

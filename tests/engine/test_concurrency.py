@@ -7,50 +7,13 @@ requests complete while the slow Mount is provably still inside the driver.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.support.plugin import Plugin, call
 
 from . import slowdriver
 from ._util import wait_until
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def slow_plugin() -> Iterator[Plugin]:
-    base = Path(tempfile.mkdtemp(prefix="dvs", dir="/tmp"))  # short: socket path limit
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    p = Plugin.start(
-        base / "slow.sock", base / "root", base / "state" / "db",
-        "--driver", "tests.engine.slowdriver:SlowDriver", env=env,
-    )  # fmt: skip
-    try:
-        yield p
-    finally:
-        _open_gate(p.root)  # never leave a mount blocked, whatever failed
-        p.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _open_gate(root: Path) -> bool:
-    """Let a blocked slow mount finish; False if no mount is waiting on the gate."""
-    try:
-        fd = os.open(root / slowdriver.GATE, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError:  # ENXIO: nobody reads the FIFO
-        return False
-    with contextlib.closing(os.fdopen(fd, "wb")) as f:
-        f.write(b"x")
-    return True
 
 
 def test_slow_mount_does_not_delay_other_volumes(slow_plugin: Plugin) -> None:
@@ -93,7 +56,7 @@ def test_slow_mount_does_not_delay_other_volumes(slow_plugin: Plugin) -> None:
     assert p.call("VolumeDriver.Unmount", {"Name": "fast", "ID": "b" * 64}, timeout=10) == (200, {})
     assert not done.is_set(), "the slow mount ended before the gate was opened"
 
-    assert _open_gate(p.root), "the slow mount was not waiting on the gate"
+    assert slowdriver.open_gate(p.root), "the slow mount was not waiting on the gate"
     t.join(30)
     assert done.is_set()
     assert "error" not in result, result.get("error")
