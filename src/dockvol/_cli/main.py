@@ -15,6 +15,9 @@ SUBCOMMANDS = [
     "dockvol._cli.volume",
     "dockvol._cli.tls",
     "dockvol._cli.status",
+    "dockvol._cli.plugin",
+    "dockvol._cli.call",
+    "dockvol._cli.conformance",
 ]
 
 

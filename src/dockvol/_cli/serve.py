@@ -20,7 +20,8 @@ log = logging.getLogger("dockvol")
 
 def env_default(flag: str, default: Any = None) -> Any:
     """Every flag can also come from DOCKVOL_<FLAG> (``docker plugin set`` sets env vars)."""
-    return os.environ.get("DOCKVOL_" + flag.upper().replace("-", "_"), default)
+    # Empty counts as unset: a managed plugin declares every variable, some with no value.
+    return os.environ.get("DOCKVOL_" + flag.upper().replace("-", "_")) or default
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -150,16 +151,18 @@ def load_driver(spec: str) -> type[Any]:
     return cls
 
 
-def open_registry(args: argparse.Namespace) -> Any:
+def open_registry(args: argparse.Namespace, driver_cls: type[Any]) -> Any:
     url: str = args.registry
     if url in ("sqlite:", "sqlite", ""):
         from dockvol._registry.sqlite import SqliteRegistry
 
         return SqliteRegistry(args.state)
-    if url.startswith("etcd://"):
+    if url.startswith(("etcd://", "etcds://")):
         from dockvol._registry.etcd import open_registry as open_etcd
 
-        return open_etcd(url, args.node, args.state, args.lease_ttl)
+        access = driver_cls.options.get("access")  # the driver's default access mode
+        default = access.default if access is not None else "multi"
+        return open_etcd(url, args.node, args.state, args.lease_ttl, default_access=default)
     raise SystemExit(f"dockvol serve: unknown --registry {url!r}: use sqlite: or etcd://HOST:PORT")
 
 
@@ -183,9 +186,10 @@ class _Refused(Exception):
 
 def _serve(args: argparse.Namespace) -> int:
     from dockvol._registry.sqlite import SchemaTooNew
+    from dockvol._sdk.errors import DriverError
     from dockvol._sdk.secrets import SecretStore
     from dockvol._service.service import VolumeService
-    from dockvol._transport import server, unix
+    from dockvol._transport import server, systemd, unix
     from dockvol._wire.app import PluginApp
 
     os.umask(0o077)  # state and logs we create are ours alone; volume modes are set explicitly
@@ -196,16 +200,22 @@ def _serve(args: argparse.Namespace) -> int:
     driver = driver_cls(args.root.absolute())
     try:
         driver.setup()
-        registry = open_registry(args)
-    except (OSError, SchemaTooNew) as exc:
+        registry = open_registry(args, driver_cls)
+    except (OSError, SchemaTooNew, DriverError) as exc:
         raise _Refused(f"cannot start: {exc}") from None
     service = VolumeService(driver, registry, secrets=SecretStore(args.secrets_dir))
     service.reconcile()
     app = PluginApp(service)
+    # Serve writes its own request lines (fast); the stdlib observer is for embedded apps.
+    from dockvol._cli.access_log import AccessLog
+
+    app.observers = [AccessLog(args.log_format)] if args.log_level in ("debug", "info") else []
     group = args.socket_group if args.socket_group is not None else unix.default_group()
     try:
-        sock = unix.bind_unix(sock_path, group)
-    except unix.SocketError as exc:
+        # Socket activation (dockvol.socket): systemd owns the socket file and its permissions.
+        inherited = systemd.inherited_socket()
+        sock = inherited or unix.bind_unix(sock_path, group)
+    except (unix.SocketError, RuntimeError) as exc:
         service.close()
         raise _Refused(str(exc)) from None
     srv = server.make_server(app)
@@ -219,12 +229,19 @@ def _serve(args: argparse.Namespace) -> int:
         args.root,
         args.state,
     )
+
+    def ready() -> None:
+        log.info("listening %.2f s after process start", systemd.seconds_since_start())
+        systemd.notify("READY=1")
+
     try:
-        server.run(srv, [sock], beside=beside)
+        server.run(srv, [sock], on_ready=ready, beside=beside)
     except OSError as exc:  # a side listener could not start (address in use...)
         raise _Refused(str(exc)) from None
     finally:
-        unix.remove_socket(sock_path, sock)
+        systemd.notify("STOPPING=1")
+        if inherited is None:
+            unix.remove_socket(sock_path, sock)
         sock.close()
         service.close()
         log.info("stopped; socket %s removed", sock_path)
