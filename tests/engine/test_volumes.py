@@ -169,3 +169,46 @@ def test_on_remove_retain_keeps_data_and_logs_where(engine: Engine, plugin: Plug
     kept = Path(m.group(1))
     assert kept.is_relative_to(plugin.root)
     assert (kept / "precious").read_text() == "keep-me\n"
+
+
+def test_owner_and_mode_survive_the_engines_copy_up(engine: Engine, plugin: Plugin, names) -> None:
+    """Mounted over a directory the image has (/tmp), the engine copies the image's content
+    into the empty volume and then copies that directory's owner and mode onto the volume's
+    top directory (moby copyExistingContents/copyOwnership). The owner and mode the user asked
+    for with -o must still hold inside the container."""
+    vol = names("v")
+    engine.docker(
+        "volume", "create", "-d", "dockvol",
+        "-o", "uid=1000", "-o", "gid=1000", "-o", "mode=0750", vol,
+    )  # fmt: skip
+    out = run_once(engine, vol, "stat -c '%u %g %a' /tmp", target="/tmp")
+    assert out.split() == ["1000", "1000", "750"]
+
+
+def test_nocopy_keeps_owner_and_mode(engine: Engine, plugin: Plugin, names) -> None:
+    vol = names("v")
+    engine.docker(
+        "volume", "create", "-d", "dockvol",
+        "-o", "uid=1000", "-o", "gid=1000", "-o", "mode=0750", vol,
+    )  # fmt: skip
+    out = run_once(engine, vol, "stat -c '%u %g %a' /tmp", target="/tmp:nocopy")
+    assert out.split() == ["1000", "1000", "750"]
+
+
+def test_containers_started_and_removed_in_parallel_are_counted(
+    engine: Engine, plugin: Plugin, names, containers: list[str]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    vol = names("v")
+    engine.docker("volume", "create", "-d", "dockvol", vol)
+    ctrs = [names(f"c{i}") for i in range(4)]
+    with ThreadPoolExecutor(len(ctrs)) as pool:
+        list(pool.map(lambda c: run_detached(engine, containers, c, vol), ctrs))
+        st = status(engine, vol)
+        assert st["mounts"] == len(ctrs) and len(st["mount_ids"]) == len(ctrs), st
+        list(pool.map(lambda c: engine.docker("rm", "-f", c), ctrs))
+    st = status(engine, vol)
+    assert st["mounts"] == 0 and st["mount_ids"] == [], st
+    engine.docker("volume", "rm", vol)
+    assert vol not in volume_names(engine)
