@@ -13,6 +13,8 @@ from typing import Any
 
 import uvicorn
 
+from . import guard
+
 log = logging.getLogger("dockvol.server")
 
 # The engine keeps idle connections open forever (20.10); a server-side close can turn the
@@ -24,11 +26,20 @@ def make_server(
     app: Callable[..., Awaitable[None]],
     *,
     ssl_context: ssl.SSLContext | None = None,
-    limit_concurrency: int | None = 1000,
+    max_connections: int = guard.MAX_CONNECTIONS,
+    request_timeout: float = guard.REQUEST_TIMEOUT,
     graceful_seconds: int = 30,
 ) -> uvicorn.Server:
+    # Bounds per client (guard.py): time to send a request, head size, connection count. They
+    # replace uvicorn's limit_concurrency, whose plain-text 503 the engine cannot read.
+    protocol = guard.protocol_class(
+        guard.http_implementation(),
+        request_timeout=request_timeout,
+        max_connections=max_connections,
+    )
     config = uvicorn.Config(
         app,
+        http=protocol,
         lifespan="off",  # serve reconciles before binding; embedding users get lifespan
         log_config=None,
         access_log=False,
@@ -36,8 +47,8 @@ def make_server(
         date_header=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=graceful_seconds,
-        limit_concurrency=limit_concurrency,
-        h11_max_incomplete_event_size=64 * 1024,
+        limit_concurrency=None,
+        h11_max_incomplete_event_size=guard.MAX_HEAD,
         # Our own context (mutual TLS settings) instead of one uvicorn builds from files.
         ssl_context_factory=(lambda _cfg, _default: ssl_context) if ssl_context else None,
     )
