@@ -43,11 +43,13 @@ def vol(name: str, **options: str) -> VolumeRecord:
 
 def test_create_on_one_node_is_seen_by_the_others(open_node: Open) -> None:
     a, b, c = open_node("a"), open_node("b"), open_node("c")
+    before = b.generation
     a.create(vol("v1", access="multi"))
     assert a.get("v1") is not None  # durable and in the view before create returns
     for r in (b, c):
         rec = wait_for(lambda r=r: r.get("v1"), what="the volume on another node")
         assert rec.key == "k-v1" and dict(rec.options) == {"access": "multi"}
+    assert b.generation > before  # so List caches built on b's view are rebuilt
 
 
 def test_names_with_slashes_and_unicode_round_trip(open_node: Open) -> None:

@@ -164,6 +164,15 @@ class EtcdRegistry(Registry):
         self._local.close()
 
     # -- reads: the local view ------------------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        """Changes with the mirror (so with changes made on any node): List caches follow it."""
+        return self._local.generation
+
+    @generation.setter
+    def generation(self, value: int) -> None:
+        self._local.generation = value
+
     def get(self, name: str) -> VolumeRecord | None:
         return self._local.get(name)
 
@@ -480,6 +489,11 @@ class EtcdRegistry(Registry):
                 backoff = 0.2
                 self._watch = self.client.watch(root, ec.prefix_end(root), rev + 1)
                 for events in self._watch:
+                    log.debug(
+                        "etcd watch: %s up to revision %d",
+                        [(e.deleted, e.kv.key) for e in events],
+                        events[-1].kv.mod_revision,
+                    )
                     for e in events:
                         self._apply_kv(e.kv, e.deleted)
             except (EtcdUnavailable, EtcdError, OSError, ValueError) as exc:
