@@ -82,8 +82,8 @@ def containers(engine: Engine) -> Iterator[list[str]]:
 
 @pytest.fixture
 def slow_plugin() -> Iterator[Plugin]:
-    """``dockvol serve`` with tests/engine/slowdriver.py: Mounts of ``-o slow=true`` volumes
-    block until ``slowdriver.open_gate(plugin.root)``. Not known to any engine."""
+    """``dockvol serve`` with tests/engine/slowdriver.py: the operation named by a volume's
+    ``-o block=OP`` waits until ``slowdriver.open_gate(plugin.root)``. Not known to any engine."""
     from . import slowdriver
 
     base = Path(tempfile.mkdtemp(prefix="dvs", dir="/tmp"))  # short: socket path limit

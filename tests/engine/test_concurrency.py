@@ -18,7 +18,7 @@ from ._util import wait_until
 
 def test_slow_mount_does_not_delay_other_volumes(slow_plugin: Plugin) -> None:
     p = slow_plugin
-    for name, opts in (("slow", {"slow": "true"}), ("fast", {}), ("other", {})):
+    for name, opts in (("slow", {"block": "mount"}), ("fast", {}), ("other", {})):
         assert p.call("VolumeDriver.Create", {"Name": name, "Opts": opts}) == (200, {})
 
     done = threading.Event()

@@ -34,7 +34,7 @@ def test_sigterm_drains_an_in_flight_mount(slow_plugin: Plugin) -> None:
     p = slow_plugin
     assert p.proc is not None
     mid = "c" * 64
-    assert p.call("VolumeDriver.Create", {"Name": "slow", "Opts": {"slow": "true"}}) == (200, {})
+    assert p.call("VolumeDriver.Create", {"Name": "slow", "Opts": {"block": "mount"}}) == (200, {})
     result: dict[str, Any] = {}
 
     def mount() -> None:
