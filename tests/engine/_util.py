@@ -34,13 +34,18 @@ def volume_names(engine: Engine, driver: str = "dockvol") -> list[str]:
 
 
 def run_detached(
-    engine: Engine, containers: list[str], name: str, volume: str, target: str = "/data"
+    engine: Engine,
+    containers: list[str],
+    name: str,
+    volume: str,
+    target: str = "/data",
+    extra: tuple[str, ...] = (),
 ) -> str:
     """A running container holding ``volume`` at ``target`` (``sleep``, no network)."""
     containers.append(name)
     engine.docker(
         "run", "-d", "--name", name, "--network", "none", "-v", f"{volume}:{target}",
-        BUSYBOX_IMAGE, "sleep", "600",
+        *extra, BUSYBOX_IMAGE, "sleep", "600",
     )  # fmt: skip
     return name
 

@@ -181,6 +181,18 @@ class Engine:
             raise EngineError(f"docker import failed: {r.stderr}")
         return BUSYBOX_IMAGE
 
+    def restart(self, timeout: float = 60.0) -> None:
+        """Stop dockerd as a host shutdown would (SIGTERM: it stops its containers) and start it
+        again on the same data root: containers, images and volume records are kept."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._launch(timeout)
+
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the engine (SIGTERM, then SIGKILL) and remove its files."""
         if self.proc is None:
