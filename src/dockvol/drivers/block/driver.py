@@ -158,7 +158,7 @@ class BlockDriver(Driver):
                 "detaching unused loop device %s of %s (left by a crash)", lp.device, lp.backing
             )
             try:
-                loop.detach(lp.device)
+                loop.detach(lp.device, lp.backing)
             except DriverError as exc:
                 log.warning("%s", exc)
 
@@ -177,6 +177,12 @@ class BlockDriver(Driver):
             # Records say containers use it: attach and mount again what a crash or reboot lost.
             self._attach_and_mount(volume)
             return mp
+        if not self.image_path(volume).exists():
+            # A crash between the record and the image (Create records first): nothing can have
+            # been written to it yet, so make it now.
+            log.warning("volume %r has no image: creating it", volume.name)
+            self._create(volume)
+            return None
         # Records say nobody uses it: release it, unless another namespace (a container) still
         # mounts it, in which case it stays attached and the next Mount reuses it.
         for lp in loop.backing(self.image_path(volume)):
@@ -215,7 +221,7 @@ class BlockDriver(Driver):
                     if entry is not None and entry.devnum == devnum:
                         run(["umount", "--", str(mp)], what=f"unmounting {mp}", hint="")
                     if not loop.held(device):
-                        loop.detach(device)
+                        loop.detach(device, self.images / f"{key}.img")
                         log.warning("released %s of volume key %r: no record used it", device, key)
                         del self._unclaimed[key]
                         continue
@@ -244,6 +250,9 @@ class BlockDriver(Driver):
     # -- lifecycle ------------------------------------------------------------------------------
     def create(self, volume: Volume) -> None:
         self._settle_once()
+        self._create(volume)
+
+    def _create(self, volume: Volume) -> None:
         fs = self._fs(volume)
         size = _round_up(int(volume.options.get("size") or DEFAULT_SIZE))
         if size < fs.min_size:
@@ -484,7 +493,7 @@ class BlockDriver(Driver):
                 )
         except BaseException:
             if fresh:
-                self._detach_quietly(device)
+                self._detach_quietly(volume, device)
             raise
         att = Attachment(device, devnum, mp)
         if record:
@@ -512,18 +521,12 @@ class BlockDriver(Driver):
                 volume.name,
                 device,
             )
-        try:
-            loop.detach(device)
-        except DriverError:
-            if self.image_path(volume).is_file() and any(
-                lp.device == device for lp in loop.backing(self.image_path(volume))
-            ):
-                raise
-            # Already gone (autoclear, or detached by someone else): nothing left to release.
+        # False: already gone (auto-cleared, or detached by someone else): nothing to release.
+        loop.detach(device, self.image_path(volume))
 
-    def _detach_quietly(self, device: str) -> None:
+    def _detach_quietly(self, volume: Volume, device: str) -> None:
         try:
-            loop.detach(device)
+            loop.detach(device, self.image_path(volume))
         except DriverError as exc:
             log.warning("%s", exc)
 

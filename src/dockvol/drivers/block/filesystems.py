@@ -163,8 +163,10 @@ class Filesystem:
 
 
 FILESYSTEMS: Final[Mapping[str, Filesystem]] = {
-    # Lazy inode table and journal initialisation: mkfs of a 100 GiB sparse image takes about a
-    # second instead of writing gigabytes; the kernel finishes in the background once mounted.
+    # Lazy inode table and journal initialisation: mkfs of a 100 GiB sparse image takes tens of
+    # milliseconds instead of writing gigabytes. Discard stays on: on a regular file it punches
+    # holes (instant on a fresh sparse image) and lets mke2fs mark the inode tables zeroed, so
+    # the kernel has no background zeroing to do after the first mount either.
     # -m 0: the volume's size is what containers get (no blocks reserved for root).
     "ext4": Filesystem(
         "ext4",
@@ -176,7 +178,7 @@ FILESYSTEMS: Final[Mapping[str, Filesystem]] = {
             "-m",
             "0",
             "-E",
-            "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+            "lazy_itable_init=1,lazy_journal_init=1",
         ),
     ),
     # -K: no discard of a fresh sparse image. xfsprogs refuses filesystems under 300 MiB.

@@ -1,12 +1,13 @@
 """Loop devices: attach an image file, find which devices back it, detach.
 
-Lookups read ``/sys/block/loop*`` (no subprocess: cheap enough for any call); changes go through
-``losetup`` with argument lists.
+Lookups read ``/sys/block/loop*`` (no subprocess: cheap enough for any call). Attaching goes
+through ``losetup`` (an argument list); detaching is one ioctl on a checked, open device.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from dockvol import DriverError
 from .commands import run
 
 SYS_BLOCK: Final = Path("/sys/block")
+LOOP_CLR_FD: Final = 0x4C01  # linux/loop.h
 _DELETED: Final = " (deleted)"
 
 
@@ -42,15 +44,22 @@ def attached(sys_block: Path = SYS_BLOCK) -> list[Loop]:
             continue
         base = sys_block / name
         try:
-            backing = (base / "loop" / "backing_file").read_text().rstrip("\n")
+            raw = (base / "loop" / "backing_file").read_text().rstrip("\n")
             devnum = (base / "dev").read_text().strip()
         except OSError:
             continue  # not attached (no loop/ directory), or detached meanwhile
-        deleted = backing.endswith(_DELETED)
-        if deleted:
-            backing = backing[: -len(_DELETED)]
+        deleted = raw.endswith(_DELETED)
+        backing = raw[: -len(_DELETED)] if deleted else raw
         found.append(Loop(f"/dev/{name}", devnum, backing, deleted))
     return found
+
+
+def _backing_file(base: Path) -> str | None:
+    try:
+        raw = (base / "loop" / "backing_file").read_text().rstrip("\n")
+    except OSError:
+        return None
+    return raw.removesuffix(_DELETED)
 
 
 def backing(image: Path, sys_block: Path = SYS_BLOCK) -> list[Loop]:
@@ -81,12 +90,40 @@ def attach(image: Path) -> str:
     return device
 
 
-def detach(device: str) -> None:
-    run(
-        ["losetup", "--detach", device],
-        what=f"detaching loop device {device}",
-        hint="see what still holds it (losetup -a; findmnt; fuser -m) and try again",
-    )
+def detach(device: str, image: str | Path, sys_block: Path = SYS_BLOCK) -> bool:
+    """Detach ``device`` if it still backs ``image``; whether it did.
+
+    Checked and done through one open file of the device: while we hold it open, the kernel
+    cannot free the device and hand it to someone else, so we never detach another program's
+    device (``losetup -d`` by name could, if ours was auto-cleared meanwhile). If others still
+    have it open (a filesystem mounted in another namespace), the kernel frees it when they let
+    go: nothing is torn down under them.
+    """
+    want = os.path.realpath(image)
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENXIO):
+            return False
+        raise DriverError(
+            f"detaching loop device {device} failed: cannot open it: {exc.strerror}; the plugin "
+            f"needs the host's /dev and CAP_SYS_ADMIN"
+        ) from None
+    try:
+        if _backing_file(sys_block / os.path.basename(device)) != want:
+            return False  # already freed, or no longer ours
+        try:
+            fcntl.ioctl(fd, LOOP_CLR_FD, 0)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return False  # freed meanwhile
+            raise DriverError(
+                f"detaching loop device {device} failed: {exc.strerror}; see what still holds "
+                f"it (losetup -a; findmnt {device}) and try again"
+            ) from None
+    finally:
+        os.close(fd)
+    return True
 
 
 def refresh_capacity(device: str) -> None:
