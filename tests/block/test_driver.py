@@ -390,6 +390,22 @@ def test_status_runs_no_subprocess(
     driver.remove(v)
 
 
+def test_status_says_when_the_mount_went_away_behind_its_back(
+    driver: BlockDriver, make_volume: MakeVolume
+) -> None:
+    v = make_volume("vanished", size="32M")
+    driver.create(v)
+    mp = driver.mount(v)
+    subprocess.run(["umount", str(mp)], check=True)
+    status = driver.status(v, mp)
+    assert status["attached"] is False and "no longer mounted" in status["problem"]
+    assert "used" not in status  # never the host's disk figures
+    assert driver.mount(v) == mp  # repaired: the device is still attached, mounted again
+    assert driver.status(v, mp)["attached"] is True
+    driver.unmount(v)
+    driver.remove(v)
+
+
 def test_missing_commands_become_driver_errors() -> None:
     with pytest.raises(DriverError, match="'no-such-tool' is not installed"):
         run(["no-such-tool"], what="testing", hint="none")

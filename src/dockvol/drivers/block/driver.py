@@ -349,7 +349,7 @@ class BlockDriver(Driver):
 
     # -- status ---------------------------------------------------------------------------------
     def status(self, volume: Volume, mountpoint: Path | None) -> Mapping[str, Any]:
-        # Every Get lands here: in-memory state and two syscalls, nothing more.
+        # Every Get lands here: in-memory state and a few syscalls, never a command.
         with self._lock:
             att = self._attached.get(volume.key)
         out: dict[str, Any] = {"fs": self._fs(volume).name, "attached": att is not None}
@@ -359,15 +359,23 @@ class BlockDriver(Driver):
             out["allocated"] = st.st_blocks * 512
         except OSError:
             out["size"] = None
-        if att is not None:
-            out["device"] = att.device
-            try:
-                vfs = os.statvfs(att.mountpoint)
-            except OSError:
-                pass
-            else:
-                out["used"] = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
-                out["free"] = vfs.f_bavail * vfs.f_frsize
+            out["problem"] = "the image file is missing"
+        if att is None:
+            return out
+        try:
+            top = os.stat(att.mountpoint)
+            vfs = os.statvfs(att.mountpoint)
+        except OSError as exc:
+            out["problem"] = f"cannot read the mountpoint: {exc.strerror}"
+            return out
+        if f"{os.major(top.st_dev)}:{os.minor(top.st_dev)}" != att.devnum:
+            # Unmounted behind our back: say so rather than show the host's disk.
+            out["attached"] = False
+            out["problem"] = f"{att.device} is no longer mounted; the next mount repairs it"
+            return out
+        out["device"] = att.device
+        out["used"] = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
+        out["free"] = vfs.f_bavail * vfs.f_frsize
         return out
 
     # -- resize ---------------------------------------------------------------------------------
