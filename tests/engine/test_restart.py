@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,32 @@ def test_sigkill_while_mounted_then_restart_keeps_everything(
     engine.docker("volume", "rm", vol)
     assert vol not in volume_names(engine)
     assert not vdir.exists()
+
+
+def test_container_stopped_while_plugin_is_down_is_accounted_after_restart(
+    engine: Engine, plugin: Plugin, names, containers: list[str]
+) -> None:
+    """The engine retries a failed call for about 15 s (1, 2, 4, 8 s apart): a plugin that is
+    back within that window receives the Unmount of a container stopped while it was down."""
+    vol = names("v")
+    engine.docker("volume", "create", "-d", "dockvol", vol)
+    c = run_detached(engine, containers, names("c"), vol)
+    assert status(engine, vol)["mounts"] == 1
+
+    plugin.kill()
+    done: list[subprocess.CompletedProcess[str]] = []
+    stopping = threading.Thread(
+        target=lambda: done.append(engine.docker("stop", "-t", "0", c, check=False)), daemon=True
+    )
+    stopping.start()
+    plugin.launch()
+    stopping.join(60)
+    assert done and done[0].returncode == 0, done
+
+    st = status(engine, vol)
+    assert st["mounts"] == 0 and st["mount_ids"] == [], st
+    engine.docker("rm", c)
+    engine.docker("volume", "rm", vol)
 
 
 @pytest.fixture(scope="module")
