@@ -1,0 +1,242 @@
+"""Through one private engine: dockvol's local driver against the engine's built-in ``local``.
+
+Both drivers are measured in the same engine, interleaved: every repetition runs each
+operation once per driver, back to back, and the order of the two drivers alternates between
+repetitions, so drift and bursts of load on the machine hit both alike. Medians, and the ratio
+of the medians with a bootstrap interval over repetitions.
+
+Two views: the docker CLI as a user runs it (each call pays the CLI's own start-up, the same for
+both drivers), and the engine's HTTP API directly (no CLI: the drivers' difference stands out).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import shutil
+import socket
+import time
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tests.support.engine import Engine
+
+from . import common, stats
+
+PLUGIN = "dvbench"  # the engine finds it at /run/docker/plugins/dvbench.sock
+DRIVERS = (PLUGIN, "local")
+TARGET = 1.05
+
+
+class EngineAPI:
+    """The engine's HTTP API on its unix socket, one keep-alive connection."""
+
+    def __init__(self, sock: Path) -> None:
+        self.sock = str(sock)
+        self.conn = self._connect()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection("localhost", timeout=120)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(120)
+        s.connect(self.sock)
+        conn.sock = s
+        return conn
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        self.conn.request(method, path, body=data, headers=headers)
+        resp = self.conn.getresponse()
+        raw = resp.read()
+        return resp.status, json.loads(raw) if raw else None
+
+    def ok(self, method: str, path: str, body: Any = None) -> Any:
+        status, out = self.call(method, path, body)
+        if status >= 300:
+            raise RuntimeError(f"{method} {path} -> {status}: {out}")
+        return out
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def ratio_interval(a: list[float], b: list[float], rounds: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of median(a)/median(b), resampling paired repetitions."""
+    rng = random.Random(0)
+    n = len(a)
+    if n < 3:
+        return float("nan"), float("nan")
+    out = []
+    for _ in range(rounds):
+        idx = [rng.randrange(n) for _ in range(n)]
+        out.append(stats.median([a[i] for i in idx]) / stats.median([b[i] for i in idx]))
+    out.sort()
+    return out[int(0.025 * rounds)], out[int(0.975 * rounds) - 1]
+
+
+def _row(op: str, view: str, times: dict[str, list[float]]) -> dict[str, Any]:
+    dv, lo = times[PLUGIN], times["local"]
+    m_dv, m_lo = stats.median(dv), stats.median(lo)
+    lo95, hi95 = ratio_interval(dv, lo)
+    ratio = m_dv / m_lo
+    return {
+        "op": op,
+        "view": view,
+        "n": len(dv),
+        "dockvol_ms": stats.ms(m_dv),
+        "local_ms": stats.ms(m_lo),
+        "ratio": ratio,
+        "ratio_lo": lo95,
+        "ratio_hi": hi95,
+        "target": TARGET,
+        "met": ratio <= TARGET,
+    }
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def _order(rep: int) -> tuple[str, ...]:
+    return DRIVERS if rep % 2 == 0 else DRIVERS[::-1]
+
+
+def _populate(api: EngineAPI, eng: Engine, count: int) -> None:
+    """``count`` volumes per driver, created through the API by a few parallel clients."""
+
+    def make(args: tuple[str, int]) -> None:
+        driver, i = args
+        a = EngineAPI(eng.sock)
+        try:
+            a.ok("POST", "/volumes/create", {"Name": f"pop-{driver}-{i:05d}", "Driver": driver})
+        finally:
+            a.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(make, [(d, i) for i in range(count) for d in DRIVERS]))
+    for d in DRIVERS:
+        q = urllib.parse.quote(json.dumps({"driver": [d]}))
+        n = len(api.ok("GET", f"/volumes?filters={q}")["Volumes"])
+        if n != count:
+            raise RuntimeError(f"driver {d}: {n} volumes listed after creating {count}")
+
+
+def measure(
+    eng: Engine, *, reps: int, api_reps: int, ls_reps: int, population: int
+) -> dict[str, Any]:
+    image = eng.ensure_busybox()
+    api = EngineAPI(eng.sock)
+    cli: dict[str, dict[str, list[float]]] = {
+        op: {d: [] for d in DRIVERS} for op in ("create", "inspect", "run", "rm", "ls")
+    }
+    rest: dict[str, dict[str, list[float]]] = {
+        op: {d: [] for d in DRIVERS} for op in ("create", "inspect", "rm", "ls")
+    }
+
+    def run_cmd(name: str) -> list[str]:
+        return [
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            f"{name}:/data",
+            image,
+            "sh",
+            "-c",
+            "true",
+        ]
+
+    # Warm up both paths (the engine's first plugin lookup, page cache, the image's layer).
+    for d in DRIVERS:
+        eng.docker("volume", "create", "-d", d, f"warm-{d}")
+        eng.docker(*run_cmd(f"warm-{d}"))
+        eng.docker("volume", "inspect", f"warm-{d}")
+        eng.docker("volume", "rm", f"warm-{d}")
+
+    # The CLI, as users run it. Each repetition: create, inspect, run, rm, per driver in turn.
+    for rep in range(reps):
+        order = _order(rep)
+        names = {d: f"cli-{d}-{rep}" for d in order}
+        for d in order:
+            cli["create"][d].append(_timed(eng.docker, "volume", "create", "-d", d, names[d]))
+        for d in order:
+            cli["inspect"][d].append(_timed(eng.docker, "volume", "inspect", names[d]))
+        for d in order:
+            cli["run"][d].append(_timed(eng.docker, *run_cmd(names[d])))
+        for d in order:
+            cli["rm"][d].append(_timed(eng.docker, "volume", "rm", names[d]))
+
+    # The API without the CLI: the same operations, many more repetitions.
+    for rep in range(api_reps):
+        order = _order(rep)
+        names = {d: f"api-{d}-{rep}" for d in order}
+        for d in order:
+            body = {"Name": names[d], "Driver": d}
+            rest["create"][d].append(_timed(api.ok, "POST", "/volumes/create", body))
+        for d in order:
+            path = f"/volumes/{names[d]}"
+            rest["inspect"][d].append(_timed(api.ok, "GET", path))
+        for d in order:
+            path = f"/volumes/{names[d]}"
+            rest["rm"][d].append(_timed(api.ok, "DELETE", path))
+
+    # ls with ``population`` volumes of each driver present, filtered by driver: the engine
+    # then asks only that driver for its List.
+    _populate(api, eng, population)
+    filt = {d: urllib.parse.quote(json.dumps({"driver": [d]})) for d in DRIVERS}
+    for rep in range(ls_reps):
+        for d in _order(rep):
+            out = eng.docker("volume", "ls", "-q", "--filter", f"driver={d}")
+            if len(out.stdout.split()) != population:
+                raise RuntimeError(f"docker volume ls for {d}: expected {population} volumes")
+            cli["ls"][d].append(_timed(eng.docker, "volume", "ls", "--filter", f"driver={d}"))
+    for rep in range(max(ls_reps, 10)):
+        for d in _order(rep):
+            rest["ls"][d].append(_timed(api.ok, "GET", f"/volumes?filters={filt[d]}"))
+    api.close()
+
+    labels = {
+        "create": "docker volume create",
+        "inspect": "docker volume inspect",
+        "ls": f"docker volume ls ({population:,} volumes)",
+        "rm": "docker volume rm",
+        "run": "docker run --rm -v vol:/data busybox sh -c true",
+    }
+    return {
+        "cli": [
+            _row(labels[op], "cli", cli[op]) for op in ("create", "inspect", "ls", "rm", "run")
+        ],
+        "api": [_row(labels[op], "api", rest[op]) for op in ("create", "inspect", "ls", "rm")],
+        "engine_version": eng.version,
+        "population": population,
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    eng = Engine.start()
+    base = common.tmpdir("dveb")
+    plugin = None
+    try:
+        plugin = common.start_plugin(eng.plugins_dir / f"{PLUGIN}.sock", base)
+        return measure(
+            eng,
+            reps=3 if quick else 40,
+            api_reps=5 if quick else 200,
+            ls_reps=3 if quick else 30,
+            population=50 if quick else 1000,
+        )
+    finally:
+        try:
+            eng.stop()
+        finally:
+            if plugin is not None:
+                plugin.stop()
+            shutil.rmtree(base, ignore_errors=True)
