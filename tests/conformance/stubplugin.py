@@ -155,7 +155,7 @@ class Handler(BaseHTTPRequestHandler):
             mp = st.mountpoint(name)
             if ep == "VolumeDriver.Get":
                 if d == "slow-get":
-                    time.sleep(0.001 * len(st.vols))
+                    time.sleep(0.002 * len(st.vols))
                 v: dict[str, Any] = {
                     "Name": posixpath.basename(name) if d == "name-basename" else name,
                     "CreatedAt": vol["created"],

@@ -12,6 +12,7 @@ in a test module (see :func:`conformance_tests`). Every check is documented in
 docs/conformance.md.
 """
 
+from . import checks as _checks  # noqa: F401  (registers every check in CHECKS)
 from . import report
 from ._http import Address
 from .client import Reply, WireClient, find_plugin, peer_pid, resolve_endpoint

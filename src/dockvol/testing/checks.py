@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import random
 from concurrent.futures import ThreadPoolExecutor
 
 from ._http import ACCEPT, USER_AGENT
@@ -444,11 +445,12 @@ def mount_same_id_counted(ctx: Context) -> None:
 def mount_concurrent(ctx: Context) -> None:
     counts = ctx.passed("remove-while-mounted")
     # Lost updates are races: three rounds make missing one unlikely.
-    for _ in range(3 if counts else 1):
-        _mount_round(ctx, counts)
+    # Which update a race loses depends on timing: vary the order of release per round.
+    for order in ("reverse", "forward", "shuffle")[: 3 if counts else 1]:
+        _mount_round(ctx, counts, order)
 
 
-def _mount_round(ctx: Context, counts: bool) -> None:
+def _mount_round(ctx: Context, counts: bool, order: str) -> None:
     name = ctx.name()
     ctx.create(name)
     ids = [new_id() for _ in range(ctx.config.concurrency)]
@@ -456,6 +458,10 @@ def _mount_round(ctx: Context, counts: bool) -> None:
         paths = set(pool.map(lambda i: ctx.mount(name, i), ids))
     if len(paths) != 1:
         raise CheckFailed(f"concurrent Mounts of one volume returned different paths: {paths}")
+    if order == "reverse":
+        ids.reverse()
+    elif order == "shuffle":
+        random.shuffle(ids)
     # Release one ID at a time: until the last, the volume must stay in use.
     for k, i in enumerate(ids[:-1]):
         ctx.unmount(name, i)
@@ -509,6 +515,11 @@ def _p99(samples: list[float]) -> float:
     return s[min(len(s) - 1, int(len(s) * 0.99))]
 
 
+def _over(samples: list[float], planned: int, budget: float) -> bool:
+    """True once more samples exceed ``budget`` than the 1% a p99 may leave out."""
+    return sum(x > budget for x in samples) > planned - int(planned * 0.99)
+
+
 @check(
     "latency",
     title="Get and List stay fast at 1,000 volumes",
@@ -520,8 +531,6 @@ def _p99(samples: list[float]) -> float:
     engine="PROTOCOL.md §2 (Get is the hottest call; timeouts), §6.9 (slow volume ls)",
 )
 def latency(ctx: Context) -> None:
-    import random
-
     n = ctx.config.volumes
     names = [ctx.name("lat") for _ in range(n)]
 
@@ -538,30 +547,41 @@ def latency(ctx: Context) -> None:
         list(pool.map(create_all, [names[i::workers] for i in range(workers)]))
     gets: list[float] = []
     lists: list[float] = []
+    sample = random.sample(names, min(300, n))
     with ctx.client.connection() as conn:
-        for nm in random.sample(names, min(300, n)):
+        for nm in sample:
             r = ctx.call("VolumeDriver.Get", {"Name": nm}, conn=conn)
             if r.status != 200 or r.err:
                 raise CheckFailed(f"Get {nm!r} at {n} volumes: {r.err or r.describe()}")
             gets.append(r.seconds * 1000)
+            if _over(gets, len(sample), ctx.config.get_p99_ms):
+                break  # the p99 is over budget whatever the remaining samples say
         for _ in range(20):
             r = ctx.call("VolumeDriver.List", {}, conn=conn)
             lists.append(r.seconds * 1000)
-        vols = ctx.decode(r).get("Volumes") or []
+            if _over(lists, 20, ctx.config.list_p99_ms):
+                break
+        vols = ctx.decode(ctx.call("VolumeDriver.List", {}, conn=conn)).get("Volumes") or []
     mine = {str((v or {}).get("Name")) for v in vols} & set(names)
     if len(mine) != n:
         raise CheckFailed(f"List shows {len(mine)} of the {n} volumes just created")
+    over_get = _over(gets, len(sample), ctx.config.get_p99_ms)
+    over_list = _over(lists, 20, ctx.config.list_p99_ms)
     g, li = _p99(gets), _p99(lists)
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda nm: ctx.call("VolumeDriver.Remove", {"Name": nm}), names))
     ctx.created.difference_update(names)
     ctx.info(f"at {n} volumes: Get p99 {g:.1f} ms, List p99 {li:.1f} ms")
-    if g > ctx.config.get_p99_ms:
-        raise CheckFailed(f"Get p99 {g:.1f} ms exceeds the budget {ctx.config.get_p99_ms:g} ms")
-    if li > ctx.config.list_p99_ms:
-        raise CheckFailed(
-            f"List p99 {li:.1f} ms at {n} volumes exceeds the budget {ctx.config.list_p99_ms:g} ms"
-        )
+    for what, xs, budget, over in (
+        ("Get", gets, ctx.config.get_p99_ms, over_get),
+        ("List", lists, ctx.config.list_p99_ms, over_list),
+    ):
+        if over or _p99(xs) > budget:
+            slow = sum(x > budget for x in xs)
+            raise CheckFailed(
+                f"{what} p99 is over its budget of {budget:g} ms at {n} volumes: {slow} of "
+                f"{len(xs)} calls were slower (slowest {max(xs):.1f} ms)"
+            )
 
 
 from . import faults as _faults  # noqa: E402,F401  (registers the destructive checks last)
