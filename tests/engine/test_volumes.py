@@ -212,3 +212,21 @@ def test_containers_started_and_removed_in_parallel_are_counted(
     assert st["mounts"] == 0 and st["mount_ids"] == [], st
     engine.docker("volume", "rm", vol)
     assert vol not in volume_names(engine)
+
+
+def test_anonymous_volume_of_run_rm_is_removed(engine: Engine, plugin: Plugin) -> None:
+    before = {v["Name"] for v in plugin.call("VolumeDriver.List", {})[1]["Volumes"]}
+    log_start = len(plugin.output())
+    out = engine.docker(
+        "run", "--rm", "--network", "none", "--volume-driver", "dockvol", "-v", "/data",
+        "busybox:local", "sh", "-c", "echo anon > /data/f && cat /data/f",
+    ).stdout  # fmt: skip
+    assert out == "anon\n"
+    log = plugin.output()[log_start:]
+    made = re.findall(r"VolumeDriver\.Create volume='([0-9a-f]{64})'", log)
+    assert len(made) == 1, "the anonymous volume was not created by the plugin"
+    assert f"VolumeDriver.Remove volume='{made[0]}'" in log
+    # run --rm removes the anonymous volume it made: the engine sent Remove to the plugin.
+    after = {v["Name"] for v in plugin.call("VolumeDriver.List", {})[1]["Volumes"]}
+    assert after == before
+    assert not (set(volume_names(engine)) - before)

@@ -295,6 +295,21 @@ def test_malformed_requests_get_err(plugin: Plugin, body: bytes, says: str) -> N
     assert plugin.driver.calls == []
 
 
+@pytest.mark.parametrize(
+    "body", [b"[" * 100_000, b'{"Name":' * 50_000], ids=["deep-array", "deep-object"]
+)
+def test_deeply_nested_json_is_a_client_error(
+    plugin: Plugin, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nesting deeper than the decoder allows is the sender's fault: say the body is not
+    acceptable JSON, not "internal error in the plugin" with a traceback in its log."""
+    status, _, out = plugin.raw("/VolumeDriver.Create", body)
+    assert status == 200
+    err = json.loads(out)["Err"]
+    assert "JSON" in err and "internal error" not in err, err
+    assert not [r for r in caplog.records if r.exc_info], "a client error logged a traceback"
+
+
 def test_oversized_body_gets_413_with_json(plugin: Plugin) -> None:
     big = b'{"Name":"v","Opts":{"label":"' + b"x" * MAX_BODY + b'"}}\n'
     status, _, out = plugin.raw("/VolumeDriver.Create", big)
