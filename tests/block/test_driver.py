@@ -290,6 +290,25 @@ def test_unrecorded_mounts_are_released_only_when_provably_unused(
         after.remove(v)
 
 
+def test_audit_reports_images_no_volume_explains_and_drops_interrupted_creates(
+    root: Path, driver: BlockDriver, make_volume: MakeVolume
+) -> None:
+    known, lost = make_volume("known", size="32M"), make_volume("lost", size="32M")
+    driver.create(known)
+    driver.create(lost)
+    partial = driver.images / "half-0123456789abcdef.img.new"
+    partial.write_bytes(b"")
+    after = BlockDriver(root)
+    after.setup()
+    problems = after.audit([known])
+    assert len(problems) == 1 and str(after.image_path(lost)) in problems[0]
+    assert "create the volume again" in problems[0]
+    assert after.image_path(lost).exists()  # reported, never deleted: it may hold data
+    assert not partial.exists()
+    for v in (known, lost):
+        after.remove(v)
+
+
 def test_recover_never_detaches_under_another_namespace(
     root: Path, driver: BlockDriver, make_volume: MakeVolume
 ) -> None:

@@ -204,6 +204,19 @@ def test_data_survives_container_restarts(
     assert run(engine, "persist", "cat /d/log").split() == ["run", "run"]
 
 
+def test_owner_and_mode_survive_the_engines_copy_up(engine: Engine, plugin: Plugin) -> None:
+    """Over a directory of the image, the engine copies the image's content and that directory's
+    owner and mode into the empty volume; the -o uid/gid/mode must still hold in the container."""
+    create(engine, "owned", size="64M", uid="1000", gid="1000", mode="0750")
+    out = engine.docker(
+        "run", "--rm", "--network", "none", "-v", "owned:/bin", BUSYBOX_IMAGE,
+        "stat", "-c", "%u %g %a", "/bin",
+    ).stdout  # fmt: skip
+    assert out.split() == ["1000", "1000", "750"]
+    # The copy-up really happened: busybox itself was copied into the volume.
+    assert "busybox" in run(engine, "owned", "ls /d")
+
+
 def test_two_containers_share_one_attachment(
     engine: Engine, plugin: Plugin, containers: list[str]
 ) -> None:

@@ -9,7 +9,7 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,6 +238,36 @@ class BlockDriver(Driver):
                 mp,
             )
         return dict(self._unclaimed)
+
+    def audit(self, volumes: Sequence[Volume]) -> list[str]:
+        """After :meth:`recover`: report (and, when provably unused, release) storage of ours that
+        no volume explains."""
+        with self._lock:
+            self._settled = True
+        problems = [
+            f"loop device {device} holds the image of volume key {key!r}, which no record "
+            f"explains, and is still in use: stop its users (findmnt {device}) and restart the plugin"
+            for key, device in self.unclaimed().items()
+        ]
+        known = {v.key for v in volumes}
+        try:
+            names = sorted(os.listdir(self.images))
+        except OSError as exc:
+            return [*problems, f"cannot list {self.images}: {exc.strerror}"]
+        attached = {lp.backing for lp in loop.under(self.images)}
+        for name in names:
+            path = self.images / name
+            if name.endswith(".img.new") and os.path.realpath(path) not in attached:
+                # A create interrupted before its filesystem was complete: never held data.
+                with suppress(OSError):
+                    path.unlink()
+                    log.warning("deleted %s, left by an interrupted create", path)
+            elif name.endswith(".img") and name.removesuffix(".img") not in known:
+                problems.append(
+                    f"image {path} belongs to no volume (its record was lost?): create the volume "
+                    f"again with the same size and fs to reuse its data, or delete the file"
+                )
+        return problems
 
     def _settle_once(self) -> None:
         if not self._settled:
