@@ -186,7 +186,8 @@ def _httptools_class(request_timeout: float, max_connections: int, max_head: int
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol):
-        _dv_head = 0  # bytes of the current request's head received so far; -1: head complete
+        _dv_head = 0  # bytes of the current request's head so far; -1: its headers are complete
+        _dv_head_too_large = False
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -199,27 +200,28 @@ def _httptools_class(request_timeout: float, max_connections: int, max_head: int
         def data_received(self, data: bytes) -> None:
             if self._dv_state == _IDLE:
                 self._dv_set(_PENDING)
-            if self._dv_head >= 0:
-                self._dv_head += len(data)
-                if self._dv_head > max_head:  # httptools has no header limit of its own
-                    self.transport.write(
-                        json_refusal(
-                            431,
-                            "Request Header Fields Too Large",
-                            f"request headers larger than {max_head} bytes",
-                        )
-                    )
-                    self.transport.close()
-                    return
             super().data_received(data)
+            if self._dv_head >= 0 and not self.transport.is_closing():
+                self._dv_head += len(data)  # headers still unfinished: a slow, huge head
+                if self._dv_head > max_head:
+                    self._dv_refuse_head()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._dv_head = 0
 
         def on_headers_complete(self) -> None:
             self._dv_head = -1
+            size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
+            if size > max_head:
+                # Raising from a parser callback makes httptools stop this request; uvicorn then
+                # calls send_400_response, which answers 431 for this case.
+                self._dv_head_too_large = True
+                raise ValueError("request headers too large")
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            self._dv_head = 0
             self._dv_set(_BUSY)
 
         def on_response_complete(self) -> None:
@@ -228,7 +230,20 @@ def _httptools_class(request_timeout: float, max_connections: int, max_head: int
                 self._dv_set(_IDLE)
 
         def send_400_response(self, msg: str) -> None:
+            if self._dv_head_too_large:
+                self._dv_refuse_head()
+                return
             self.transport.write(json_refusal(400, "Bad Request", f"{msg} Send HTTP/1.1."))
+            self.transport.close()
+
+        def _dv_refuse_head(self) -> None:
+            self.transport.write(
+                json_refusal(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"request headers larger than {max_head} bytes",
+                )
+            )
             self.transport.close()
 
     GuardedHttpToolsProtocol.request_timeout = request_timeout
