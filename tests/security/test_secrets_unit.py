@@ -123,3 +123,13 @@ def test_store_warns_once_about_readable_secret_file_without_value(
     warnings = [r for r in caplog.records if "chmod 600" in r.getMessage()]
     assert len(warnings) == 1
     assert SECRET not in caplog.text
+
+
+def test_scrubbed_environ_drops_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dockvol._sdk.secrets import scrubbed_environ
+
+    monkeypatch.setenv("DOCKVOL_SECRET_K", SECRET)
+    monkeypatch.setenv("DOCKVOL_ROOT", "/x")
+    env = scrubbed_environ()
+    assert "DOCKVOL_SECRET_K" not in env and SECRET not in env.values()
+    assert env["DOCKVOL_ROOT"] == "/x"

@@ -84,3 +84,12 @@ class SecretStore:
         if "\x00" in value:
             raise DriverError(f"secret {name!r}: {path} contains a NUL byte")
         return value
+
+
+def scrubbed_environ() -> dict[str, str]:
+    """The plugin's environment without ``DOCKVOL_SECRET_*``: for the tools a driver runs.
+
+    Child processes inherit the environment; a secret given that way must reach only the driver
+    code that resolves it, not every mkfs or mount the plugin starts.
+    """
+    return {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
