@@ -92,6 +92,29 @@ def test_mount_attaches_once_and_fills_to_enospc(
     driver.remove(v)
 
 
+def test_volumes_mounted_in_parallel_get_their_own_devices(
+    driver: BlockDriver, make_volume: MakeVolume
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    vols = [make_volume(f"par{i}", size="32M") for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(driver.create, vols))
+        mps = list(pool.map(driver.mount, vols))
+    try:
+        devices = [loop.backing(driver.image_path(v)) for v in vols]
+        assert all(len(d) == 1 for d in devices)
+        assert len({d[0].device for d in devices}) == 4
+        for v, mp in zip(vols, mps, strict=True):
+            (mp / "name").write_text(v.name)
+    finally:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(driver.unmount, vols))
+    for v in vols:
+        assert loop.backing(driver.image_path(v)) == []
+        driver.remove(v)
+
+
 def test_data_survives_unmount_and_mount(driver: BlockDriver, make_volume: MakeVolume) -> None:
     v = make_volume("keep", size="32M")
     driver.create(v)

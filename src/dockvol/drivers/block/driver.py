@@ -33,7 +33,7 @@ log = logging.getLogger("dockvol.drivers.block")
 #: The size of a volume created without ``-o size=``: sparse, so it costs only what is written.
 DEFAULT_SIZE: Final = 10 << 30
 _ALIGN: Final = 1 << 20
-_REQUIRED_TOOLS: Final = ("losetup", "mount", "umount", "mkfs.ext4", "resize2fs")
+_REQUIRED_TOOLS: Final = ("losetup", "mount", "umount", "mkfs.ext4", "e2fsck", "resize2fs")
 _XFS_TOOLS: Final = ("mkfs.xfs", "xfs_growfs")
 
 
@@ -289,9 +289,8 @@ class BlockDriver(Driver):
             raise DriverError(
                 f"size {human(size)} is too small for {fs.name}: use at least {human(fs.min_size)}"
             )
-        fs.mount_options(
-            volume.options.get("mountopts") or ()
-        )  # refuse bad options now, not at mount
+        # Refuse options that do not apply to this filesystem now, not at the first mount.
+        fs.mount_options(volume.options.get("mountopts") or ())
         image = self.image_path(volume)
         tmp = image.with_name(image.name + ".new")
         args = fs.mkfs_args(tmp, volume.options.get("mkfsopts") or ())
@@ -318,7 +317,8 @@ class BlockDriver(Driver):
         """An image for this key survives from an earlier plugin (state lost, or a crash between
         mkfs and the record): keep its data if it matches, refuse otherwise. Never overwrite."""
         found = probe(image)
-        current = image.stat().st_size
+        with _os(f"reading {image}", f"check permissions under {self.images}"):
+            current = image.stat().st_size
         if found == fs.name and current == size:
             log.warning("volume %r: reusing the existing image %s", volume.name, image)
             return
