@@ -112,7 +112,7 @@ def test_short_endpoint_names(short: str, full: str) -> None:
 
 
 def test_unknown_short_endpoint_name_is_refused_with_the_choices() -> None:
-    with pytest.raises(ValueError, match="unknown endpoint 'lst'.*list"):
+    with pytest.raises(ValueError, match=r"unknown endpoint 'lst'.*list"):
         resolve_endpoint("lst")
 
 
@@ -180,3 +180,15 @@ def test_decode_rejects_what_breaks_the_engines_get() -> None:
     assert decode({"Volume": {"Name": "a", "CreatedAt": None, "Status": None, "X": 1}}, spec, "")
     # the kit's checks can look at one field at a time
     assert decode({"Volume": {"Name": "a", "CreatedAt": ""}}, spec, "", strict=())
+
+
+def test_every_check_is_documented_for_plugin_authors() -> None:
+    from dockvol.testing import CHECKS
+
+    doc = (Path(__file__).parents[2] / "docs" / "conformance.md").read_text()
+    for name, chk in CHECKS.items():
+        assert f"\n### {name}\n" in doc, f"docs/conformance.md has no section for {name}"
+        section = doc.split(f"\n### {name}\n", 1)[1].split("\n### ", 1)[0]
+        for part in ("**Checks:**", "**Why:**", "**Engine:**", "**Fix:**"):
+            assert part in section, f"{name}: no {part}"
+        assert chk.why and chk.fix and chk.engine

@@ -20,7 +20,7 @@ from .suite import CheckFailed, Context, Skipped, check, new_id
     "VolumeDriver in Implements the engine never uses it as a volume driver.",
     fix='Reply {"Implements": ["VolumeDriver"]} with HTTP 200 to an empty POST, immediately; '
     "do no initialisation in Activate.",
-    engine="PROTOCOL.md §2 Plugin.Activate; moby pkg/plugins (activate, Manifest)",
+    engine="moby pkg/plugins: Activate once per engine lifetime, empty body, Manifest.Implements",
 )
 def activate(ctx: Context) -> None:
     r = ctx.call("Plugin.Activate", raw=b"")
@@ -42,7 +42,7 @@ def activate(ctx: Context) -> None:
     why="The engine asks for Capabilities on every lookup of a managed plugin; a failure or an "
     "unreadable reply silently means 'local' and is asked again.",
     fix='Reply {"Capabilities": {"Scope": "local"}} (or "global"), from memory, fast.',
-    engine="PROTOCOL.md §2 Capabilities, §3 Scope; moby volume/drivers (getCapabilities)",
+    engine="moby volume/drivers: Capabilities asked per lookup; any failure means local",
 )
 def capabilities(ctx: Context) -> None:
     out = ctx.ok("VolumeDriver.Capabilities", {})
@@ -63,7 +63,7 @@ def capabilities(ctx: Context) -> None:
     "refuse every call.",
     fix="Parse the body as JSON whatever the headers say; never require Content-Type or Host; "
     "accept trailing whitespace after the JSON value.",
-    engine="PROTOCOL.md §1 Wire; moby pkg/plugins/client.go",
+    engine="moby pkg/plugins/client.go: headers and body framing of every call",
 )
 def request_tolerance(ctx: Context) -> None:
     variants: list[tuple[str, str, list[tuple[str, str]] | None]] = [
@@ -96,7 +96,7 @@ def request_tolerance(ctx: Context) -> None:
     "body.",
     fix="Disable or lengthen the server's idle (keep-alive) timeout to minutes, not seconds "
     "(uvicorn: timeout_keep_alive; Go: leave IdleTimeout at 0).",
-    engine="PROTOCOL.md §1 (keep-alive, retries); Go net/http Transport (non-idempotent POST)",
+    engine="moby pkg/plugins (Go net/http Transport): kept-alive connections, POST never replayed",
 )
 def keep_alive(ctx: Context) -> None:
     import time
@@ -133,7 +133,7 @@ def keep_alive(ctx: Context) -> None:
     "never crash, hang, or act on a volume named ''.",
     fix="Treat an empty body as {}: List and Capabilities succeed, calls that need a Name "
     'reply {"Err": "..."}; never create or remove a volume named "".',
-    engine="PROTOCOL.md §1 (retry with an empty body); moby pkg/plugins/client.go callWithRetry",
+    engine="moby pkg/plugins/client.go callWithRetry: retries reuse a consumed body",
 )
 def empty_body(ctx: Context) -> None:
     for ep in ("VolumeDriver.List", "VolumeDriver.Capabilities"):
@@ -169,7 +169,7 @@ def empty_body(ctx: Context) -> None:
     "engine, and a type the engine's Go structs cannot hold fails the whole call.",
     fix="Reply {} for plain success and the documented fields otherwise, with status 200; "
     "keep field types (strings, objects, arrays) exactly as documented.",
-    engine="PROTOCOL.md §1 (success), §2 (replies); moby volume/drivers/proxy.go",
+    engine="moby pkg/plugins/client.go: only 200 is success; volume/drivers/proxy.go reply types",
 )
 def reply_shape(ctx: Context) -> None:
     name, mid = ctx.name(), new_id()
@@ -191,7 +191,7 @@ def reply_shape(ctx: Context) -> None:
     "prefixed by the endpoint name. A non-JSON error body becomes an opaque decoding error.",
     fix='Answer every failure with {"Err": "what went wrong and what to do"}, preferably with '
     "HTTP 200; never an HTML or plain-text error page or a stack trace.",
-    engine="PROTOCOL.md §1 (errors), §6.8 (opaque errors); moby pkg/plugins/client.go",
+    engine="moby pkg/plugins/client.go: Err shown as is (200) or prefixed (other statuses)",
 )
 def error_replies(ctx: Context) -> None:
     missing = ctx.name("missing")
@@ -209,7 +209,7 @@ def error_replies(ctx: Context) -> None:
     "spaces and unicode are all possible, because the engine does not validate them.",
     fix="Store and return the name byte for byte; derive a safe on-disk key instead of "
     "normalising the name.",
-    engine="PROTOCOL.md §2 Get, §7 Names; moby volume/drivers/adapter.go (Get)",
+    engine="moby volume/drivers/adapter.go Get: the engine keeps the Name the plugin returns",
 )
 def get_echoes_name(ctx: Context) -> None:
     plain = ctx.name()
@@ -243,7 +243,7 @@ def get_echoes_name(ctx: Context) -> None:
     "format makes Get fail, and a failed Get makes the engine forget the volume.",
     fix="Send RFC 3339 with a time zone (2006-01-02T15:04:05.999999999Z) or leave the field "
     'out; never "CreatedAt": "".',
-    engine="PROTOCOL.md §1 (type mismatch), §2 Get; Go time.RFC3339",
+    engine="moby volume/drivers/adapter.go: CreatedAt parsed with Go's time.RFC3339",
 )
 def get_created_at(ctx: Context) -> None:
     ctx.strict = {"time"}
@@ -263,7 +263,7 @@ def get_created_at(ctx: Context) -> None:
     why="Status is decoded into a Go map: a string, number or array there fails the whole Get, "
     "and the engine then forgets the volume.",
     fix='Send "Status" as a JSON object (or leave it out).',
-    engine="PROTOCOL.md §1, §2 Get; moby volume/drivers/proxy.go",
+    engine="moby volume/drivers/proxy.go: Status is a Go map[string]interface{}",
 )
 def get_status(ctx: Context) -> None:
     ctx.strict = {"map"}
@@ -282,7 +282,7 @@ def get_status(ctx: Context) -> None:
     "found' must be an Err or a null Volume. Reporting a volume that does not exist makes "
     "docker volume create a no-op and -v NAME bind to the wrong driver.",
     fix='For an unknown name reply {"Err": "no such volume"} (or {"Volume": null}).',
-    engine="PROTOCOL.md §2 Get, §3 (unknown names go to every driver)",
+    engine="moby volume/drivers/adapter.go Get: Err or null Volume means not found",
 )
 def get_not_found(ctx: Context) -> None:
     name = ctx.name("missing")
@@ -303,7 +303,7 @@ def get_not_found(ctx: Context) -> None:
     why="A retried Create repeats one already executed, Swarm creates a volume on every node it "
     "lands on, and the engine sends Opts as null or {} when the user gave none.",
     fix="When the volume exists with the same options, reply {}; accept Opts null, {} or a map.",
-    engine="PROTOCOL.md §1 (retries), §2 Create, §3 Scope (Swarm)",
+    engine="moby volume/service: Get then Create; retries and Swarm repeat Create",
 )
 def create_idempotent(ctx: Context) -> None:
     opts: dict[str, str] | None
@@ -323,7 +323,7 @@ def create_idempotent(ctx: Context) -> None:
     "distinct per volume, and Get's Mountpoint (when given) must agree with it.",
     fix="Return an absolute, normalised path that exists (for a managed plugin: strictly under "
     "propagatedMount), one per volume, derived from a safe key rather than the raw name.",
-    engine="PROTOCOL.md §2 Mount/Path, §5 (propagatedMount), §6.10 (collisions)",
+    engine="moby volume/mounts: the Mountpoint is bind-mounted into the container",
 )
 def mount_path(ctx: Context) -> None:
     a, b = ctx.name(), ctx.name()
@@ -351,7 +351,7 @@ def mount_path(ctx: Context) -> None:
     why="The engine mounts with the same ID again for docker cp on a running container, and "
     "a retried Mount repeats one already executed.",
     fix="A Mount with an ID that is already mounted returns the same path and succeeds.",
-    engine="PROTOCOL.md §2 Mount; moby daemon archive (mountVolumes)",
+    engine="moby daemon (docker cp on a running container): Mount again with the same ID",
 )
 def mount_same_id(ctx: Context) -> None:
     name, mid = ctx.name(), new_id()
@@ -370,7 +370,7 @@ def mount_same_id(ctx: Context) -> None:
     why="After a failed Mount or a plugin restart the engine can send an Unmount the plugin "
     "never saw; an error there makes docker stop or rm fail.",
     fix="Treat Unmount with an unknown ID as success, without touching other IDs' mounts.",
-    engine="PROTOCOL.md §2 Unmount",
+    engine="moby volume/mounts Cleanup: Unmount with the ID of an earlier Mount",
 )
 def unmount_unknown_id(ctx: Context) -> None:
     name, id1, id2 = ctx.name(), new_id(), new_id()
@@ -391,7 +391,7 @@ def unmount_unknown_id(ctx: Context) -> None:
     "only guards volumes it knows are in use; a plugin also serves other hosts and restarts.",
     fix="Refuse Remove with an Err while any mount ID holds the volume; allow it after the "
     "last Unmount.",
-    engine="PROTOCOL.md §3 (volume rm), §6.7",
+    engine="moby volume/service Remove: the engine guards only what it knows is in use",
 )
 def remove_while_mounted(ctx: Context) -> None:
     name, mid = ctx.name(), new_id()
@@ -410,7 +410,7 @@ def remove_while_mounted(ctx: Context) -> None:
     "once afterwards; a plugin that keeps IDs in a set then releases the volume under the "
     "running container.",
     fix="Count mounts per ID; release the volume only when every count is back to zero.",
-    engine="PROTOCOL.md §2 Mount ('the same ID can be mounted twice')",
+    engine="moby daemon (docker cp): Mount(ID) twice, then Unmount(ID) once",
 )
 def mount_same_id_counted(ctx: Context) -> None:
     for dep in ("remove-while-mounted", "mount-same-id"):
@@ -440,7 +440,7 @@ def mount_same_id_counted(ctx: Context) -> None:
     "one volume with different IDs. Lost updates leave volumes unmounted under containers or "
     "stuck in use forever.",
     fix="Serialise changes per volume (a lock) and keep a count per mount ID.",
-    engine="PROTOCOL.md §1 (concurrency), §6.2 (reference counts)",
+    engine="moby daemon: containers start and stop in parallel, one Mount per mount point",
 )
 def mount_concurrent(ctx: Context) -> None:
     counts = ctx.passed("remove-while-mounted")
@@ -489,7 +489,7 @@ def _mount_round(ctx: Context, counts: bool, order: str) -> None:
     why="docker volume ls shows List; a removed volume that is still listed reappears in the "
     "engine, and one missing from List is invisible to users.",
     fix="Answer List from the same registry as Get; list each volume exactly once.",
-    engine="PROTOCOL.md §2 List, §3 (rm -f: a listed volume reappears)",
+    engine="moby volume/service List: docker volume ls; rm -f forgets, List revives",
 )
 def list_consistency(ctx: Context) -> None:
     names = [ctx.name() for _ in range(5)]
@@ -528,7 +528,7 @@ def _over(samples: list[float], planned: int, budget: float) -> bool:
     "Engine timeouts are 1-2 minutes, but users feel seconds.",
     fix="Answer Get and List from an in-memory view of the plugin's own durable registry; "
     "never call a slow backend or the driver on these paths.",
-    engine="PROTOCOL.md §2 (Get is the hottest call; timeouts), §6.9 (slow volume ls)",
+    engine="moby volume/service: Get for every volume at start, before every action; 1-2 min timeouts",
 )
 def latency(ctx: Context) -> None:
     n = ctx.config.volumes

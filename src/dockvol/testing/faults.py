@@ -123,7 +123,7 @@ def _crash(ctx: Context) -> None:
     "running containers or stuck in use forever.",
     fix="Commit volumes and per-ID mount records durably (fsync) before replying; on start, "
     "reload them and make reality match (re-mount what is still in use).",
-    engine="PROTOCOL.md §3 (engine start, live-restore), §6.1, §6.2",
+    engine="moby daemon restore (live-restore): no Mount re-sent, Unmount later",
     destructive=True,
 )
 def crash_while_mounted(ctx: Context) -> None:
@@ -183,7 +183,7 @@ class _Vol:
     "go either way, but must not corrupt the state.",
     fix="Make each acknowledged change durable before replying (one transaction per change) and "
     "make each change atomic, so a crash leaves either the old or the new state.",
-    engine="PROTOCOL.md §1 (concurrency), §3 (persistence), §6.1, §6.2",
+    engine="moby daemon: parallel container starts and stops during a plugin crash",
     destructive=True,
 )
 def crash_during_burst(ctx: Context) -> None:
