@@ -143,7 +143,10 @@ def test_concurrent_create_from_all_nodes_ends_with_one_volume(
     assert results == {"a": 0, "b": 0, "c": 0}  # same options: create is idempotent
     assert len([p for p in shared_root.iterdir() if p.name.startswith(v + "-")]) == 1
     for n in nodes.values():
-        assert wait_for(lambda n=n: names(n).count(v) == 1, what=f"one {v} on {n.name}: {names(n)} {n.plugin.output()[-3000:] if n.plugin else ''}")
+        assert wait_for(
+            lambda n=n: names(n).count(v) == 1,
+            what=f"one {v} on {n.name}: {names(n)} {n.plugin.output()[-3000:] if n.plugin else ''}",
+        )
 
 
 def test_one_etcd_member_killed_operations_go_on(etcd: EtcdCluster, nodes: dict[str, Node]) -> None:
