@@ -148,3 +148,30 @@ def test_a_container_uses_a_name_with_slashes_and_spaces(
     finally:
         engine.docker("volume", "rm", name, check=False)
     assert not marker.exists()
+
+
+def test_remove_does_not_follow_symlinks_out_of_the_volume(
+    engine: Engine, plugin: Plugin, names
+) -> None:
+    outside = plugin.root.parent / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep\n")
+    try:
+        vol = names("v")
+        engine.docker("volume", "create", "-d", "dockvol", vol)
+        # Symlinks written by a container resolve on the host when the plugin deletes.
+        engine.docker(
+            "run", "--rm", "--network", "none", "-v", f"{vol}:/data", "busybox:local", "sh", "-c",
+            f"ln -s {outside} /data/abs && ln -s ../.. /data/up && mkdir /data/d"
+            f" && ln -s {outside}/precious /data/d/file && echo x > /data/own",
+        )  # fmt: skip
+        vdir = Path(inspect(engine, vol)["Status"]["path"])
+        assert (vdir / "own").exists()
+        engine.docker("volume", "rm", vol)
+        assert vol not in volume_names(engine)
+        assert not os.path.lexists(vdir)
+        assert (outside / "precious").read_text() == "keep\n"
+        assert sorted(p.name for p in plugin.root.parent.iterdir()) == ["outside", "root"]
+    finally:
+        (outside / "precious").unlink(missing_ok=True)
+        outside.rmdir()
