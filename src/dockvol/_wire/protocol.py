@@ -60,6 +60,10 @@ def decode(body: bytes) -> dict[str, Any]:
         raise BadRequest(
             f"the request body is not valid JSON ({exc}); send a JSON object"
         ) from None
+    except RecursionError:
+        raise BadRequest(
+            "the request body nests JSON too deeply; send a flat JSON object"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

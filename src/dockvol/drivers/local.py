@@ -46,12 +46,13 @@ class LocalDriver(Driver):
                 ) from None
         except OSError as exc:
             raise DriverError(f"cannot create {path}: {exc.strerror}") from None
-        self._apply_owner(volume, path)
+        # 0755 as the engine's local driver: readable by a container's non-root user.
+        self._apply_owner(volume, path, default_mode=0o755)
 
-    def _apply_owner(self, volume: Volume, path: Path) -> None:
+    def _apply_owner(self, volume: Volume, path: Path, default_mode: int | None) -> None:
         uid, gid, mode = (volume.options.get(k) for k in ("uid", "gid", "mode"))
         if mode is None:
-            mode = 0o755  # as the engine's local driver: readable by a container's non-root user
+            mode = default_mode
         try:
             if uid is not None or gid is not None:
                 os.chown(
@@ -60,7 +61,8 @@ class LocalDriver(Driver):
                     -1 if gid is None else gid,
                     follow_symlinks=False,
                 )
-            os.chmod(path, mode)
+            if mode is not None:
+                os.chmod(path, mode)
         except OSError as exc:
             raise DriverError(f"cannot set owner or mode of {path}: {exc.strerror}") from None
 
@@ -78,6 +80,11 @@ class LocalDriver(Driver):
                 f"the directory of volume {volume.name!r} ({path}) is missing or was replaced; "
                 "remove the volume and create it again"
             )
+        # The engine's copy-up (an empty volume mounted over an image directory) copies that
+        # directory's owner and mode onto ours after the copy Mount; the container's own Mount
+        # comes next, so asserting the user's -o uid/gid/mode here makes them hold in it.
+        if any(volume.options.get(k) is not None for k in ("uid", "gid", "mode")):
+            self._apply_owner(volume, path, default_mode=None)
         return path
 
     def status(self, volume: Volume, mountpoint: Path | None) -> Mapping[str, Any]:
