@@ -80,21 +80,41 @@ def containers(engine: Engine) -> Iterator[list[str]]:
         engine.docker("rm", "-f", name, check=False)
 
 
-@pytest.fixture
-def slow_plugin() -> Iterator[Plugin]:
+def start_slow_plugin(sock: Path, base: Path, name: str | None = None) -> Plugin:
     """``dockvol serve`` with tests/engine/slowdriver.py: the operation named by a volume's
-    ``-o block=OP`` waits until ``slowdriver.open_gate(plugin.root)``. Not known to any engine."""
+    ``-o block=OP`` waits until ``slowdriver.open_gate(plugin.root)``."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return Plugin.start(
+        sock, base / "root", base / "state" / "db",
+        "--driver", "tests.engine.slowdriver:SlowDriver", name=name, env={"PYTHONPATH": path},
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _stopping(p: Plugin) -> Iterator[Plugin]:
     from . import slowdriver
 
-    base = Path(tempfile.mkdtemp(prefix="dvs", dir="/tmp"))  # short: socket path limit
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    p = Plugin.start(
-        base / "slow.sock", base / "root", base / "state" / "db",
-        "--driver", "tests.engine.slowdriver:SlowDriver", env={"PYTHONPATH": path},
-    )  # fmt: skip
     try:
         yield p
     finally:
-        slowdriver.open_gate(p.root)  # never leave a mount blocked, whatever failed
+        slowdriver.open_gate(p.root)  # never leave an operation blocked, whatever failed
         p.stop()
+
+
+@pytest.fixture
+def slow_plugin() -> Iterator[Plugin]:
+    """The slow test driver on a socket no engine knows."""
+    base = Path(tempfile.mkdtemp(prefix="dvs", dir="/tmp"))  # short: socket path limit
+    try:
+        with _stopping(start_slow_plugin(base / "slow.sock", base)) as p:
+            yield p
+    finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def engine_slow_plugin(engine: Engine, plugin_base: Path) -> Iterator[Plugin]:
+    """The slow test driver as plugin ``dvslow`` of the module's engine."""
+    sock = engine.plugins_dir / "dvslow.sock"
+    with _stopping(start_slow_plugin(sock, plugin_base / "dvslow", name="dvslow")) as p:
+        yield p

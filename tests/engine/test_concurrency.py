@@ -7,13 +7,17 @@ requests complete while the slow Mount is provably still inside the driver.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from typing import Any
 
+import pytest
+
+from tests.support.engine import BUSYBOX_IMAGE, Engine
 from tests.support.plugin import Plugin, call
 
 from . import slowdriver
-from ._util import wait_until
+from ._util import run_once, status, volume_names, wait_until
 
 
 def test_slow_mount_does_not_delay_other_volumes(slow_plugin: Plugin) -> None:
@@ -64,3 +68,35 @@ def test_slow_mount_does_not_delay_other_volumes(slow_plugin: Plugin) -> None:
     assert code == 200 and "Mountpoint" in got, got
     code, got = p.call("VolumeDriver.Get", {"Name": "slow"})
     assert got["Volume"]["Status"]["mount_ids"] == ["a" * 64]
+
+
+@pytest.mark.engine
+def test_container_blocked_in_mount_does_not_delay_the_engine_on_other_volumes(
+    engine: Engine, engine_slow_plugin: Plugin, containers: list[str]
+) -> None:
+    p = engine_slow_plugin
+    engine.docker("volume", "create", "-d", "dvslow", "-o", "block=mount", "slowvol")
+    engine.docker("volume", "create", "-d", "dvslow", "othervol")
+    done: list[subprocess.CompletedProcess[str]] = []
+    containers.append("blocked")
+    run = ("run", "--name", "blocked", "--network", "none", "-v", "slowvol:/data", BUSYBOX_IMAGE)
+    starting = threading.Thread(
+        target=lambda: done.append(engine.docker(*run, "true", check=False)), daemon=True
+    )
+    starting.start()
+    wait_until(
+        "the container's Mount to block", lambda: slowdriver.entered(p.root) == "mount slowvol"
+    )
+
+    # The engine and the plugin keep serving everything else meanwhile.
+    assert status(engine, "othervol")["mounts"] == 0
+    assert {"slowvol", "othervol"} <= set(volume_names(engine, "dvslow"))
+    assert run_once(engine, "othervol", "echo ok > /data/f && cat /data/f") == "ok\n"
+    assert not done, "the blocked container finished before its Mount was released"
+
+    assert slowdriver.open_gate(p.root)
+    starting.join(120)
+    assert done and done[0].returncode == 0, done
+    engine.docker("rm", "blocked")
+    for v in ("slowvol", "othervol"):
+        engine.docker("volume", "rm", v)
