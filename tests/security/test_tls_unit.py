@@ -242,3 +242,35 @@ def test_cli_init_and_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         cli_main(["tls", "init", str(d)])
     assert exc.value.code == 1
     assert "--force" in capsys.readouterr().err
+
+
+def test_own_pki_serves_tls_but_writes_no_spec(
+    pki: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With --tls-cert/--tls-key/--tls-ca the engine's client files are unknown: no spec, a hint."""
+    import asyncio
+
+    from dockvol._transport.tcp import serve_tcp
+
+    plan = tls.plan_tcp(
+        "127.0.0.1:0",
+        tls_dir=None,
+        cert=pki / tls.SERVER_CERT,
+        key=pki / tls.SERVER_KEY,
+        ca=pki / tls.CA_CERT,
+        allow_plaintext=False,
+    )
+    assert plan.client is None and plan.context is not None
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        pass
+
+    async def scenario() -> str:
+        async with serve_tcp(plan, app, name="own", spec_dir=tmp_path / "specs") as addr:
+            assert not (tmp_path / "specs" / "own.json").exists()
+            return addr
+
+    with caplog.at_level("WARNING", logger="dockvol.tcp"):
+        addr = asyncio.run(scenario())
+    assert addr.startswith("https://127.0.0.1:")
+    assert "dockvol tls spec --name own" in caplog.text
