@@ -238,3 +238,18 @@ def test_local_mirror_answers_when_etcd_is_down_at_start(
         assert rec.mounts["id1"].count == 2
     finally:
         dead.close()
+
+
+def test_volume_removed_elsewhere_while_mounted_here_is_kept_until_released(
+    open_node: Open,
+) -> None:
+    a, b = open_node("a"), open_node("b")
+    a.create(vol("orphan"))
+    a.set_mount("orphan", MountRecord("id1", 1, "/shared/orphan"))
+    wait_for(lambda: b.get("orphan"), what="volume on b")
+    b.delete("orphan")  # (bypassing before_remove, as a partitioned node could)
+    wait_for(lambda: "orphan" in a._orphans, what="a hearing of the removal")
+    assert a.get("orphan").mounts["id1"].count == 1  # the running container keeps its record
+    a.delete_mount("orphan", "id1")
+    a.release("orphan")
+    assert a.get("orphan") is None

@@ -181,6 +181,11 @@ class EtcdClient:
             attempt += 1
             try:
                 c = self._conn(i)
+                # Never wait on one member past the call's deadline (a member without a leader
+                # holds a request until its own timeout).
+                c.timeout = max(0.1, min(self.timeout, end - time.monotonic()))
+                if c.sock is not None:
+                    c.sock.settimeout(c.timeout)
                 c.request("POST", path, data, {"Content-Type": "application/json"})
                 r = c.getresponse()
                 raw = r.read()
@@ -246,15 +251,15 @@ class EtcdClient:
         return bool(r.get("succeeded")), int(r["header"]["revision"]), r.get("responses", [])
 
     # -- leases --------------------------------------------------------------------------------
-    def lease_grant(self, ttl: int) -> tuple[int, int]:
-        r = self.call("/v3/lease/grant", {"TTL": str(ttl)})
+    def lease_grant(self, ttl: int, deadline: float | None = None) -> tuple[int, int]:
+        r = self.call("/v3/lease/grant", {"TTL": str(ttl)}, deadline)
         if r.get("error"):
             raise EtcdError(str(r["error"]))
         return int(r["ID"]), int(r["TTL"])
 
-    def lease_keepalive(self, lease: int) -> int:
+    def lease_keepalive(self, lease: int, deadline: float | None = None) -> int:
         """Renew; returns the remaining TTL. Raises :class:`LeaseNotFound` once it expired."""
-        r = self.call("/v3/lease/keepalive", {"ID": str(lease)}).get("result", {})
+        r = self.call("/v3/lease/keepalive", {"ID": str(lease)}, deadline).get("result", {})
         ttl = int(r.get("TTL", 0))
         if ttl <= 0:
             raise LeaseNotFound(f"lease {lease:x} expired")

@@ -33,6 +33,8 @@ class Session:
         # etcd leases have whole seconds (and a server minimum of about 2 s).
         self.ttl = max(2, math.ceil(ttl))
         self.client = client
+        #: Keep-alive every third of the TTL; a renewal that takes longer counts as failed.
+        self.period = self.ttl / 3
         self._on_lease = on_lease
         self._on_tick = on_tick
         self._on_lost = on_lost
@@ -76,7 +78,7 @@ class Session:
     def grant(self) -> int:
         """Grant a lease now (blocking); also called once at start."""
         sent = time.monotonic()
-        lease, ttl = self.client.lease_grant(self.ttl)
+        lease, ttl = self.client.lease_grant(self.ttl, self.period)
         with self._lock:
             self._lease = lease
             # Measured from before the request: the server's clock started no earlier.
@@ -93,7 +95,7 @@ class Session:
             return
         sent = time.monotonic()
         try:
-            ttl = self.client.lease_keepalive(lease)
+            ttl = self.client.lease_keepalive(lease, self.period)
         except LeaseNotFound:
             log.warning("etcd lease %x expired; taking a new one and republishing", lease)
             with self._lock:
@@ -113,7 +115,7 @@ class Session:
         self._on_tick(lease)
 
     def _run(self) -> None:
-        period = self.ttl / 3
+        period = self.period
         while not self._stop.is_set():
             retry = period
             try:

@@ -79,10 +79,10 @@ def open_registry(
         raise DriverError(f"--node {node!r}: give this host a non-empty name without '/'")
     if lease_ttl <= 0:
         raise DriverError("--lease-ttl must be a positive number of seconds")
-    # A call must give up well within the TTL: the lease thread has to notice an outage in time.
-    deadline = min(5.0, max(1.0, lease_ttl / 3))
+    # Writes wait up to 5 s (long enough for an etcd leader election); lease renewals use a
+    # shorter deadline of their own (Session.period).
     reg = EtcdRegistry(
-        EtcdClient.from_url(parsed, timeout=min(2.0, deadline), deadline=deadline),
+        EtcdClient.from_url(parsed, timeout=2.0, deadline=5.0),
         Layout(parsed.prefix),
         node,
         SqliteRegistry(state_dir),
@@ -119,6 +119,7 @@ class EtcdRegistry(Registry):
         self._mounts: dict[str, dict[tuple[str, str], MountRecord]] = {}
         self._holders: dict[str, dict[str, Any]] = {}
         self._nodes: dict[str, dict[str, Any]] = {}
+        self._orphans: set[str] = set()  # removed in etcd, kept here while still mounted
         self._dirty = threading.Event()  # this node's published state needs a reconcile
         self._stop = threading.Event()
         self._synced = threading.Event()
@@ -279,7 +280,8 @@ class EtcdRegistry(Registry):
         """Best effort now; the lease thread reconciles whatever failed (the local record is
         already durable, so the mount itself never fails for want of etcd)."""
         lease = self.session.lease
-        if lease is None:
+        if lease is None or not self.session.connected():
+            # etcd is known to be away: do not make every mount wait for a timeout.
             self._dirty.set()
             return
         try:
@@ -308,7 +310,14 @@ class EtcdRegistry(Registry):
             raise DriverError(self._fenced(name, str(exc))) from None
 
     def release(self, name: str) -> None:
-        if self.access(name) != SINGLE_NODE:
+        access = self.access(name)
+        with self._lock:
+            rec = self._local.get(name)
+            if name in self._orphans and rec is not None and not rec.mounts:
+                # Removed elsewhere while in use here; its last user has gone: forget it now.
+                self._orphans.discard(name)
+                self._local.delete(name)
+        if access != SINGLE_NODE:
             return
         try:
             self._unhold(name)
@@ -417,9 +426,11 @@ class EtcdRegistry(Registry):
                         "it; keeping its local record until they stop",
                         name,
                     )
+                    self._orphans.add(name)
                     return
                 self._local.delete(name)
                 return
+            self._orphans.discard(name)
             if cur is None:
                 self._local.create(rec)
             elif (cur.key, cur.created_at) != (rec.key, rec.created_at):
