@@ -77,15 +77,15 @@ def run(
                 on_ready()
             await task
 
-    # uvicorn handles SIGTERM/SIGINT, then re-raises the signal once it has drained. With the
-    # default SIGTERM action that kills us before the socket and spec file are removed, so the
-    # re-raised signal must find a handler that lets the cleanup run.
-    previous = signal.signal(signal.SIGTERM, _already_handled)
+    # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal once it has
+    # drained. With the default SIGTERM action that kills us before the socket and spec file
+    # are removed, so SIGTERM outside uvicorn's own handling (the re-raise, or one arriving while
+    # the side listeners start) just asks the server to stop; the cleanup then runs.
+    def stop(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         asyncio.run(main())
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _already_handled(signum: int, frame: object) -> None:
-    """SIGTERM after uvicorn's own handling: the server is stopping or stopped already."""
