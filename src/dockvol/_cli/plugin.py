@@ -40,12 +40,6 @@ def register(subparsers: Any) -> None:
         help="Python of the base image when it differs from this one (fetches wheels)",
     )
     b.add_argument(
-        "--state-source",
-        metavar="DIR",
-        help="default host directory of the "
-        "plugin's state mount (default: /var/lib/dockvol/plugins/<name>)",
-    )
-    b.add_argument(
         "--apt-package",
         action="append",
         default=[],
@@ -67,7 +61,7 @@ def register(subparsers: Any) -> None:
 
     c = sub.add_parser("config", help="print the config.json a build would write")
     c.add_argument("--driver", default="local")
-    c.add_argument("--name", default="dockvol", help="plugin name (names the state directory)")
+    c.add_argument("--name", default="dockvol", help="plugin name (for DOCKVOL_NAME)")
     c.set_defaults(func=_config)
 
 
@@ -81,7 +75,6 @@ def _build(args: argparse.Namespace) -> int:
         base_image=args.base_image,
         platform=args.platform,
         python_version=args.python_version,
-        state_source=args.state_source,
         apt_packages=args.apt_package,
         log_level=args.log_level,
     )
@@ -110,7 +103,7 @@ def _config(args: argparse.Namespace) -> int:
     import json
 
     from dockvol._packaging.build import load_driver
-    from dockvol._packaging.config import default_state_source, plugin_config
+    from dockvol._packaging.config import plugin_config
     from dockvol._packaging.docker import StepError
 
     try:
@@ -118,8 +111,6 @@ def _config(args: argparse.Namespace) -> int:
     except StepError as e:
         print(f"dockvol plugin config: {e}", file=sys.stderr)
         return 1
-    config = plugin_config(
-        args.name, args.driver, cls, state_source=default_state_source(args.name)
-    )
+    config = plugin_config(args.name, args.driver, cls)
     print(json.dumps(config, indent=2))
     return 0

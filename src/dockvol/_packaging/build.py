@@ -23,7 +23,7 @@ from pathlib import Path
 from dockvol._sdk.driver import Driver
 
 from . import rootfs, wheels
-from .config import default_state_source, plugin_config
+from .config import plugin_config
 from .docker import Docker, StepError
 
 #: Repository of the rootfs images: kept as the build cache (docker rmi frees them).
@@ -76,7 +76,6 @@ class BuildOptions:
     base_image: str | None = None
     platform: str | None = None
     python_version: str | None = None
-    state_source: str | None = None
     apt_packages: list[str] = field(default_factory=list)
     log_level: str = "info"
 
@@ -149,7 +148,6 @@ def build(opts: BuildOptions, docker: Docker) -> BuildResult:
 
     driver_cls = load_driver(opts.driver)
     base = opts.base_image or default_base_image()
-    state_source = opts.state_source or default_state_source(opts.name)
     work = Path(tempfile.mkdtemp(prefix="dockvol-plugin-"))
     try:
         say(f"[1/5] packing dockvol and its requirements as wheels (driver {opts.driver})")
@@ -220,13 +218,8 @@ def build(opts: BuildOptions, docker: Docker) -> BuildResult:
         size = _du(plugin_dir / "rootfs")
 
         say("[4/5] writing config.json")
-        config = plugin_config(
-            opts.name, opts.driver, driver_cls, state_source=state_source, log_level=opts.log_level
-        )
+        config = plugin_config(opts.name, opts.driver, driver_cls, log_level=opts.log_level)
         (plugin_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        if docker.is_local():
-            # The engine refuses to start a plugin whose bind-mount source is missing.
-            Path(state_source).mkdir(parents=True, exist_ok=True)
 
         say(f"[5/5] docker plugin create {opts.name}")
         docker.run("docker plugin create", "plugin", "create", opts.name, str(plugin_dir))

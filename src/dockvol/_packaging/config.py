@@ -1,35 +1,36 @@
 """config.json of a managed (v2) plugin, derived from what the driver really needs.
 
 Layout inside the plugin (PROTOCOL.md §5):
-- ``/var/lib/dockvol/volumes``: the propagated mount and the driver's root. Every Mountpoint the
-  plugin returns is under it, so the engine can map it to the host; it lives outside the rootfs
-  and survives ``docker plugin upgrade``.
-- ``/var/lib/dockvol/state``: the registry, bound from a host directory (the settable ``state``
-  mount) so volume records and mount records survive upgrade and reinstall.
+- ``/var/lib/dockvol``: the propagated mount. It lives outside the rootfs, in the engine's
+  directory for this plugin, so it survives disable/enable, engine restarts and
+  ``docker plugin upgrade``; ``docker plugin rm`` deletes it.
+- ``/var/lib/dockvol/volumes``: the driver's root. Every Mountpoint the plugin returns is under
+  it, hence strictly under the propagated mount, which is how the engine maps it to the host.
+- ``/var/lib/dockvol/state``: the registry (volumes, options, mount records), next to the data
+  it describes, so both always have the same lifetime.
 - ``/run/docker/plugins/dockvol.sock``: the socket the engine dials.
+
+Why the state is not a settable bind mount from the host: the engine (20.10, and moby since)
+starts a plugin with the *config's* mount sources, and ``docker plugin upgrade`` replaces the
+config, so a source set with ``docker plugin set`` silently reverts to the new build's default
+on upgrade, and the plugin would come back with an empty registry (the engine then forgets
+every volume). A bind source must also exist before enable, which breaks ``docker plugin
+install`` on a fresh host. Settings in ``env`` do survive upgrades: DOCKVOL_STATE may point
+anywhere the plugin can reach.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from dockvol._sdk.driver import Driver
 
 SOCKET_NAME = "dockvol.sock"
-PROPAGATED_MOUNT = "/var/lib/dockvol/volumes"
-STATE_DIR = "/var/lib/dockvol/state"
-STATE_SOURCE_BASE = "/var/lib/dockvol/plugins"
+PROPAGATED_MOUNT = "/var/lib/dockvol"
+ROOT_DIR = f"{PROPAGATED_MOUNT}/volumes"
+STATE_DIR = f"{PROPAGATED_MOUNT}/state"
 DOCUMENTATION = "https://github.com/dockvol/dockvol/blob/main/docs/packaging.md"
 ENTRYPOINT = ["python3", "-m", "dockvol", "serve"]
-
-
-def default_state_source(name: str) -> str:
-    """Host directory for a plugin's state: one per repository name (the tag is ignored so that
-    an upgrade to a new tag finds the same state)."""
-    repo = name.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", repo).strip("-.") or "plugin"
-    return f"{STATE_SOURCE_BASE}/{safe}"
 
 
 def _env(name: str, value: str, description: str) -> dict[str, Any]:
@@ -50,7 +51,6 @@ def plugin_config(
     driver_name: str,
     driver_cls: type[Driver],
     *,
-    state_source: str,
     log_level: str = "info",
     log_format: str = "text",
 ) -> dict[str, Any]:
@@ -67,10 +67,10 @@ def plugin_config(
         _env("DOCKVOL_NAME", _plugin_name(name), "driver name shown in logs"),
         _env(
             "DOCKVOL_ROOT",
-            PROPAGATED_MOUNT,
+            ROOT_DIR,
             f"where volumes live; must stay under {PROPAGATED_MOUNT}",
         ),
-        _env("DOCKVOL_STATE", STATE_DIR, "registry directory (the 'state' mount)"),
+        _env("DOCKVOL_STATE", STATE_DIR, "registry directory (volumes, options, mount records)"),
         _env(
             "DOCKVOL_SOCKET",
             f"/run/docker/plugins/{SOCKET_NAME}",
@@ -84,18 +84,7 @@ def plugin_config(
         _env("DOCKVOL_LOG_LEVEL", log_level, "debug, info, warning or error"),
         _env("DOCKVOL_LOG_FORMAT", log_format, "text or json"),
     ]
-    mounts: list[dict[str, Any]] = [
-        {
-            "name": "state",
-            "description": "host directory holding the plugin's registry (volumes, options, "
-            "mount records); keep it to keep volumes across reinstalls",
-            "source": state_source,
-            "destination": STATE_DIR,
-            "type": "bind",
-            "options": ["rbind", "rw"],
-            "settable": ["source"],
-        }
-    ]
+    mounts: list[dict[str, Any]] = []
     linux: dict[str, Any] = {"capabilities": [], "allowAllDevices": False, "devices": None}
     if driver_cls.needs_mount_privileges:
         # Mounting filesystems needs CAP_SYS_ADMIN; loop devices appear in /dev on demand,
