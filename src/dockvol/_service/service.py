@@ -36,6 +36,10 @@ class VolumeError(Exception):
     """A refusal the user can act on; becomes ``{"Err": message}``."""
 
 
+class NotFound(VolumeError):
+    """No volume of that name: how the engine learns a name is free (Get before Create)."""
+
+
 @dataclass
 class Health:
     ready: bool = False
@@ -326,7 +330,7 @@ class VolumeService:
     def _existing(self, name: str) -> VolumeRecord:
         rec = self.registry.get(name)
         if rec is None:
-            raise VolumeError(f"volume {name!r} not found")
+            raise NotFound(f"volume {name!r} not found")
         return rec
 
     def _volume(self, rec: VolumeRecord) -> Volume:

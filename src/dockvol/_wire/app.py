@@ -18,7 +18,7 @@ from .._registry.base import Registry
 from .._sdk.driver import Driver
 from .._sdk.errors import DriverError
 from .._sdk.secrets import SecretStore
-from .._service.service import VolumeError, VolumeService
+from .._service.service import NotFound, VolumeError, VolumeService
 from . import protocol as p
 
 Scope = dict[str, Any]
@@ -74,7 +74,7 @@ class PluginApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         path: str = scope["path"]
-        status, name, mount_id, err = 200, "", "", ""
+        status, name, mount_id, err, outcome = 200, "", "", "", "ok"
         handler = self._routes.get(path)
         try:
             if handler is None:
@@ -96,15 +96,16 @@ class PluginApp:
         except (VolumeError, DriverError, p.BadRequest, ValueError) as exc:
             err = str(exc)
             reply = p.error(err)
+            outcome = _outcome(exc, status)
         except Exception as exc:  # never a stack trace on the wire
             logging.getLogger("dockvol").exception("internal error on %s", path)
             err = f"internal error in the plugin ({type(exc).__name__}); see the plugin log"
             reply = p.error(err)
+            outcome = "internal"
         headers = [*_HEADERS, (b"content-length", str(len(reply)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": reply})
         elapsed = time.perf_counter() - start
-        outcome = "error" if err else "ok"
         for observe in self.observers:
             observe(path, name, mount_id, elapsed, outcome, err)
 
@@ -159,7 +160,7 @@ class PluginApp:
         name = p.name_of(data)
         vol = self.service.get(name)
         if vol is None:
-            return p.error(f"volume {name!r} not found")
+            raise NotFound(f"volume {name!r} not found")
         return p.encode({"Volume": vol})
 
     async def _list(self, data: dict[str, Any]) -> bytes:
@@ -174,6 +175,15 @@ class PluginApp:
 
     async def _status(self, data: dict[str, Any]) -> bytes:
         return p.encode(self.service.summary())
+
+
+def _outcome(exc: Exception, status: int) -> str:
+    """The outcome label of a refused request, for logs and metrics."""
+    if isinstance(exc, NotFound):
+        return "not_found"
+    if isinstance(exc, p.BadRequest):
+        return "too_large" if status == 413 else "bad_request"
+    return "error"
 
 
 def _str(v: object) -> str:
