@@ -44,6 +44,9 @@ class LocalDriver(Driver):
                 raise DriverError(
                     f"{path} exists and is not a directory; move it away and create the volume again"
                 ) from None
+            # Data retained by an earlier volume of the same name (on_remove=retain): the key
+            # is derived from the name, so creating it again gives that data back.
+            log.info("volume %r adopts the existing data in %s", volume.name, path)
         except OSError as exc:
             raise DriverError(f"cannot create {path}: {exc.strerror}") from None
         # 0755 as the engine's local driver: readable by a container's non-root user.
