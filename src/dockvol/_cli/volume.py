@@ -1,4 +1,4 @@
-"""``dockvol volume resize [--socket PATH] NAME SIZE``: grow a volume through the plugin's socket."""
+"""``dockvol volume resize|release``: act on one volume through the plugin's socket."""
 
 from __future__ import annotations
 
@@ -31,6 +31,23 @@ def register(subparsers: Any) -> None:
     r.add_argument("size", metavar="SIZE", help="the new size: 512M, 10G, 1T (binary units)")
     r.set_defaults(func=_resize)
 
+    rel = sub.add_parser(
+        "release",
+        help="forget mount records the engine will never end",
+        description="Drop mount records of a volume that no container uses any more (the engine "
+        "gives up on an Unmount when the plugin was down for ~15 s, and the volume then stays "
+        "'in use'). Check first that no container uses it: docker ps -a --filter volume=NAME.",
+    )
+    rel.add_argument(
+        "--socket",
+        default=DEFAULT_SOCKET,
+        help=f"the plugin's unix socket (default: {DEFAULT_SOCKET})",
+    )
+    rel.add_argument("name", metavar="NAME", help="the volume's name")
+    rel.add_argument("ids", metavar="ID", nargs="*", help="mount IDs to release (see inspect)")
+    rel.add_argument("--all", action="store_true", help="release every mount ID of the volume")
+    rel.set_defaults(func=_release)
+
 
 def _resize(args: argparse.Namespace) -> int:
     from dockvol._sdk.options import parse_size
@@ -55,6 +72,33 @@ def _resize(args: argparse.Namespace) -> int:
         return 1
     size = reply.get("Size", wanted)
     print(f"volume {args.name!r} resized to {_human(size)} ({size} bytes)")
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    if bool(args.ids) == args.all:
+        print(
+            "dockvol volume release: name the mount IDs to release, or pass --all", file=sys.stderr
+        )
+        return 2
+    body: dict[str, Any] = {"Name": args.name}
+    if args.ids:
+        body["IDs"] = args.ids
+    try:
+        reply = _post(args.socket, "/Dockvol.Release", body)
+    except OSError as exc:
+        print(
+            f"dockvol volume release: cannot reach the plugin at {args.socket}: "
+            f"{exc.strerror or exc}; is it running? (use --socket to point at its socket)",
+            file=sys.stderr,
+        )
+        return 1
+    err = reply.get("Err")
+    if err:
+        print(f"dockvol volume release: {err}", file=sys.stderr)
+        return 1
+    released = reply.get("Released", [])
+    print(f"volume {args.name!r}: released {len(released)} mount ID(s)")
     return 0
 
 

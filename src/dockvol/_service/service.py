@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -305,6 +305,36 @@ class VolumeService:
                     )
                 finally:
                     await self._run(self.registry.release, name)
+
+    async def release(self, name: str, mount_ids: Sequence[str] | None) -> Sequence[str]:
+        """Forget mount records the engine will never end (``dockvol volume release``).
+
+        The engine gives up on an Unmount after ~15 s of retries; if the plugin was down that
+        long, the record stays and Remove is refused for ever. An operator who has checked that
+        no container uses the volume releases it here: the named IDs (or all) are dropped and,
+        when none is left, the driver's unmount runs as after a last Unmount.
+        """
+        async with self._locks.hold(name):
+            rec = self._existing(name)
+            ids = sorted(rec.mounts) if mount_ids is None else mount_ids
+            unknown = [i for i in ids if i not in rec.mounts]
+            if unknown:
+                known = ", ".join(sorted(rec.mounts)) or "none"
+                raise VolumeError(
+                    f"volume {name!r} has no mount ID {', '.join(unknown)}; its mount IDs: {known}"
+                )
+            for mount_id in ids:
+                await self._run(self.registry.delete_mount, name, mount_id)
+            after = self.registry.get(name)
+            if ids and after is not None and not after.mounts:
+                log.warning("volume %r released by an operator (mount IDs %s)", name, ids)
+                try:
+                    await self._driver(
+                        f"unmount volume {name!r}", self.driver.unmount, self._volume(rec)
+                    )
+                finally:
+                    await self._run(self.registry.release, name)
+            return ids
 
     async def resize(self, name: str, size_text: str) -> int:
         if "size" not in self.schema:

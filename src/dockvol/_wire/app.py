@@ -52,6 +52,7 @@ class PluginApp:
             p.LIST: self._list,
             p.RESIZE: self._resize,
             p.STATUS: self._status,
+            p.RELEASE: self._release,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -172,6 +173,13 @@ class PluginApp:
             raise p.BadRequest('the request needs "Size": a string like "10G"')
         new = await self.service.resize(p.name_of(data), size)
         return p.encode({"Size": new})
+
+    async def _release(self, data: dict[str, Any]) -> bytes:
+        ids = p.field(data, "IDs")
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+            raise p.BadRequest('"IDs" must be a list of mount ID strings (or absent: all of them)')
+        released = await self.service.release(p.name_of(data), ids)
+        return p.encode({"Released": released})
 
     async def _status(self, data: dict[str, Any]) -> bytes:
         return p.encode(self.service.summary())

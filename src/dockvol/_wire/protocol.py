@@ -27,6 +27,7 @@ LIST: Final = "/VolumeDriver.List"
 # dockvol's own extensions, used by `dockvol volume resize` and `dockvol status`.
 RESIZE: Final = "/Dockvol.Resize"
 STATUS: Final = "/Dockvol.Status"
+RELEASE: Final = "/Dockvol.Release"
 
 ENDPOINTS: Final = (
     ACTIVATE,
@@ -40,6 +41,7 @@ ENDPOINTS: Final = (
     LIST,
     RESIZE,
     STATUS,
+    RELEASE,
 )
 
 _decoder = msgspec.json.Decoder()
