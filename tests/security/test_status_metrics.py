@@ -94,9 +94,9 @@ def test_metrics_count_requests_and_show_volumes(served: tuple[Plugin, int]) -> 
     assert status == 200
     lines = dict(line.rsplit(" ", 1) for line in body.decode().splitlines() if line[0] != "#")
     get_ok = 'dockvol_requests_total{endpoint="VolumeDriver.Get",outcome="ok"}'
-    mount_err = 'dockvol_requests_total{endpoint="VolumeDriver.Mount",outcome="error"}'
-    assert float(lines[get_ok]) >= 3 and float(lines[mount_err]) >= 1
-    assert float(lines['dockvol_requests_total{endpoint="other",outcome="error"}']) >= 1
+    mount_miss = 'dockvol_requests_total{endpoint="VolumeDriver.Mount",outcome="not_found"}'
+    assert float(lines[get_ok]) >= 3 and float(lines[mount_miss]) >= 1
+    assert float(lines['dockvol_requests_total{endpoint="other",outcome="bad_request"}']) >= 1
     assert float(lines["dockvol_volumes"]) == 2
     assert float(lines["dockvol_active_mounts"]) == 1
     assert float(lines["dockvol_ready"]) == 1
