@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -288,11 +287,13 @@ def test_plaintext_tcp_on_loopback_when_asked(tmp_path: Path) -> None:
         spec = json.loads((tmp_path / "specs" / "dvplain.json").read_text())
         assert spec["Addr"].startswith("http://127.0.0.1:") and "TLSConfig" not in spec
         host, _, port = spec["Addr"].removeprefix("http://").rpartition(":")
-        with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(
-                b"POST /VolumeDriver.List HTTP/1.1\r\nHost: \r\nContent-Length: 3\r\n\r\n{}\n"
-            )
-            assert b'{"Volumes":[]}' in s.recv(4096)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request("POST", "/VolumeDriver.List", body=b"{}\n")
+            resp = conn.getresponse()
+            assert resp.status == 200 and json.loads(resp.read()) == {"Volumes": []}
+        finally:
+            conn.close()
     finally:
         assert p.stop() == 0
     assert not (tmp_path / "specs" / "dvplain.json").exists()  # removed on exit
