@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from .chart import Bar, Group, bar_chart
+from .external import records
 
 GET_P50_MS = 0.15
 LIST_MS = 5.0
@@ -363,24 +363,26 @@ def _external(title: str, ext: dict[str, Any] | None) -> list[str]:
             L += ["", "```", ext["output"], "```"]
         return [*L, ""]
     data = ext["result"]
-    L.append(f"From `bench/{ext['script']}` ({ext['seconds']:.0f} s).")
+    L.append(
+        f"From `python -m bench.{ext['script'].removesuffix('.py')}` ({ext['seconds']:.0f} s)."
+    )
     L.append("")
-    if isinstance(data, dict) and isinstance(data.get("rows"), list) and data["rows"]:
-        if data.get("title"):
-            L += [str(data["title"]), ""]
-        rows = [r for r in data["rows"] if isinstance(r, dict)]
-        head: list[str] = []
-        for r in rows:
-            head += [k for k in r if k not in head]
-        L += _table(head, [[r.get(k, "") for k in head] for r in rows])
-        for note in data.get("notes", []) or []:
-            L.append(f"- {note}")
-        rest = {k: v for k, v in data.items() if k not in ("title", "rows", "notes")}
-        if rest:
-            L += ["", "```json", json.dumps(rest, indent=2, default=str), "```"]
-    else:
-        L += ["```json", json.dumps(data, indent=2, default=str), "```"]
-    return [*L, ""]
+    # One table per shape of record (records with the same fields share a table).
+    tables: dict[tuple[str, ...], list[tuple[str, dict[str, Any]]]] = {}
+    for name, rec in records(data):
+        tables.setdefault(tuple(rec), []).append((name, rec))
+    for fields, recs in tables.items():
+        rows = [[name, *(_cell(rec[f]) for f in fields)] for name, rec in recs]
+        L += _table(["measure", *fields], rows)
+    return L
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}" if abs(v) >= 0.001 or v == 0 else f"{v:.3g}"
+    if isinstance(v, list):
+        return ", ".join(_cell(x) for x in v)
+    return str(v)
 
 
 def _method() -> list[str]:
