@@ -283,6 +283,7 @@ async def serve_metrics(
         access_log=False,
         lifespan="off",
         http="h11",
+        ws="none",
         limit_concurrency=64,  # a scraper needs one connection
         h11_max_incomplete_event_size=8192,
         server_header=False,

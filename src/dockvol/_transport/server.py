@@ -40,6 +40,7 @@ def make_server(
     config = uvicorn.Config(
         app,
         http=protocol,
+        ws="none",  # the protocol is plain HTTP: no upgrade, whatever happens to be installed
         lifespan="off",  # serve reconciles before binding; embedding users get lifespan
         log_config=None,
         access_log=False,
