@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -45,9 +46,11 @@ class Member:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
 
+    tls: bool = False
+
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -58,16 +61,26 @@ class Member:
 class EtcdCluster:
     base: Path
     members: list[Member] = field(default_factory=list)
+    #: A PKI made by ``dockvol tls init`` (ca.pem, server.pem, client.pem and keys): clients
+    #: must then speak TLS and present a certificate signed by that CA.
+    pki: Path | None = None
 
     @classmethod
-    def start(cls, size: int = 3, timeout: float = 30.0) -> EtcdCluster:
+    def start(cls, size: int = 3, timeout: float = 30.0, pki: Path | None = None) -> EtcdCluster:
         if not Path(ETCD).exists():
             raise EtcdError(f"{ETCD} not found: apt-get install -y etcd-server (see .ci/run)")
         base = Path(tempfile.mkdtemp(prefix="dvetcd", dir="/tmp"))
-        c = cls(base)
+        c = cls(base, pki=pki)
         for i in range(size):
             c.members.append(
-                Member(f"m{i}", free_port(), free_port(), base / f"m{i}", base / f"m{i}.log")
+                Member(
+                    f"m{i}",
+                    free_port(),
+                    free_port(),
+                    base / f"m{i}",
+                    base / f"m{i}.log",
+                    tls=pki is not None,
+                )
             )
         try:
             for m in c.members:
@@ -85,7 +98,20 @@ class EtcdCluster:
     @property
     def url(self) -> str:
         """The ``--registry`` value for dockvol: every member."""
-        return "etcd://" + ",".join(self.endpoints)
+        if self.pki is None:
+            return "etcd://" + ",".join(self.endpoints)
+        p = self.pki
+        return (
+            "etcds://" + ",".join(self.endpoints)
+            + f"/dockvol?ca={p}/ca.pem&cert={p}/client.pem&key={p}/client-key.pem"
+        )  # fmt: skip
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        if self.pki is None:
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.pem"))
+        ctx.load_cert_chain(self.pki / "client.pem", self.pki / "client-key.pem")
+        return ctx
 
     def _launch(self, m: Member, state: str) -> None:
         initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
@@ -99,6 +125,12 @@ class EtcdCluster:
             "--heartbeat-interval", "50", "--election-timeout", "500",
             "--logger", "zap", "--log-level", "warn",
         ]  # fmt: skip
+        if self.pki is not None:
+            p = self.pki
+            args += [
+                "--cert-file", str(p / "server.pem"), "--key-file", str(p / "server-key.pem"),
+                "--trusted-ca-file", str(p / "ca.pem"), "--client-cert-auth",
+            ]  # fmt: skip
         with open(m.log, "ab") as log:
             m.proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -108,7 +140,7 @@ class EtcdCluster:
         body = json.dumps({"key": "X19oZWFsdGhfXw==", "value": ""}).encode()  # "__health__"
         req = urllib.request.Request(f"{m.client_url}/v3/kv/put", data=body, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=self._ssl()) as r:
                 return r.status == 200
         except OSError:
             return False
@@ -152,6 +184,31 @@ class EtcdCluster:
                     m.proc.wait()
             m.proc = None
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def make_pki(d: Path) -> Path:
+    """A CA, an etcd server certificate and a client certificate (openssl), in ``d``.
+
+    etcd's HTTP gateway connects to its own gRPC server with the server certificate, so with
+    ``--client-cert-auth`` that certificate must allow client authentication too.
+    """
+    d.mkdir(parents=True, exist_ok=True)
+
+    def ssl_(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ssl_("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+         "-keyout", "ca-key.pem", "-out", "ca.pem")  # fmt: skip
+    for name, usage, san in (
+        ("server", "serverAuth,clientAuth", "IP:127.0.0.1,DNS:localhost"),
+        ("client", "clientAuth", "DNS:dockvol"),
+    ):
+        (d / f"{name}.ext").write_text(f"extendedKeyUsage={usage}\nsubjectAltName={san}\n")
+        ssl_("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", f"/CN={name}",
+             "-keyout", f"{name}-key.pem", "-out", f"{name}.csr")  # fmt: skip
+        ssl_("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+             "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")  # fmt: skip
+    return d
 
 
 class CutProxy:

@@ -15,7 +15,7 @@ from dockvol._registry.base import Conflict, MountRecord, VolumeRecord
 from dockvol._registry.etcd import EtcdRegistry, open_registry
 
 from .conftest import wait_for
-from .etcd import CutProxy, EtcdCluster
+from .etcd import CutProxy, EtcdCluster, make_pki
 
 TTL = 2.0
 Open = Callable[..., EtcdRegistry]
@@ -253,3 +253,29 @@ def test_volume_removed_elsewhere_while_mounted_here_is_kept_until_released(
     a.delete_mount("orphan", "id1")
     a.release("orphan")
     assert a.get("orphan") is None
+
+
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    secure = EtcdCluster.start(1, pki=pki)
+    regs: list[EtcdRegistry] = []
+    try:
+        assert secure.url.startswith("etcds://")
+        for node in ("a", "b"):
+            r = open_registry(secure.url, node, tmp_path / node, TTL)
+            assert isinstance(r, EtcdRegistry)
+            regs.append(r)
+        regs[0].create(vol("secret-transport"))
+        assert wait_for(lambda: regs[1].get("secret-transport"), what="create seen over TLS")
+        # Without a client certificate etcd refuses the connection: nothing is readable.
+        anon = open_registry(
+            "etcds://" + secure.endpoints[0] + f"/dockvol?ca={pki}/ca.pem", "c", tmp_path / "c", TTL
+        )
+        regs.append(anon)  # type: ignore[arg-type]
+        assert anon.get("secret-transport") is None
+        with pytest.raises(DriverError, match="etcd is unreachable"):
+            anon.create(vol("nope"))
+    finally:
+        for r in regs:
+            r.close()
+        secure.stop()

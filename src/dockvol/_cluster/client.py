@@ -215,11 +215,13 @@ class EtcdClient:
                 time.sleep(0.1)
 
     # -- KV ------------------------------------------------------------------------------------
-    def range(self, key: bytes, range_end: bytes | None = None) -> tuple[list[KV], int]:
+    def range(
+        self, key: bytes, range_end: bytes | None = None, deadline: float | None = None
+    ) -> tuple[list[KV], int]:
         body: dict[str, Any] = {"key": _b64(key)}
         if range_end is not None:
             body["range_end"] = _b64(range_end)
-        r = self.call("/v3/kv/range", body)
+        r = self.call("/v3/kv/range", body, deadline)
         return [_kv(x) for x in r.get("kvs", [])], int(r["header"]["revision"])
 
     def get(self, key: bytes) -> KV | None:

@@ -160,9 +160,10 @@ class EtcdRegistry(Registry):
         # plugin may be restarting; a clean stop with nothing mounted releases everything now.
         busy = any(rec.mounts for rec in self._local.all())
         self.session.close(revoke=not busy)
-        self._watcher.join(5)
+        self._watcher.join(3)
         self.client.close()
-        self._local.close()
+        with self._lock:  # a late watch event must not write to a closed mirror
+            self._local.close()
 
     # -- reads: the local view ------------------------------------------------------------------
     @property
@@ -448,6 +449,8 @@ class EtcdRegistry(Registry):
             return
         kind, parts = parsed
         with self._lock:
+            if self._stop.is_set():
+                return
             if kind == VOLUMES:
                 rec = None if deleted else decode_volume(kv.value)
                 self._apply_definition(parts[0], rec, kv.mod_revision)
@@ -474,8 +477,11 @@ class EtcdRegistry(Registry):
     def _snapshot(self) -> int:
         """Read everything under the prefix; replace the view with it. Returns the revision."""
         root = self.layout.root()
-        kvs, rev = self.client.range(root, ec.prefix_end(root))
+        # A short deadline: the loop retries anyway, and close() should not wait long for it.
+        kvs, rev = self.client.range(root, ec.prefix_end(root), deadline=2.0)
         with self._lock:
+            if self._stop.is_set():
+                return rev
             self._mounts.clear()
             self._holders.clear()
             self._nodes.clear()
