@@ -94,7 +94,9 @@ def test_data_written_on_a_is_read_on_b(nodes: dict[str, Node]) -> None:
     assert run(b, v, "cat", "/d/file") == "written-on-a"
 
 
-def test_multi_volume_is_mounted_on_two_nodes_at_once(nodes: dict[str, Node]) -> None:
+def test_multi_volume_is_mounted_on_two_nodes_at_once_and_removable_only_when_unused(
+    nodes: dict[str, Node],
+) -> None:
     a, b = nodes["a"], nodes["b"]
     v = uniq("multi")
     a.docker("volume", "create", "-d", DRIVER, "-o", "access=multi", v)
@@ -102,11 +104,15 @@ def test_multi_volume_is_mounted_on_two_nodes_at_once(nodes: dict[str, Node]) ->
     cb = run(b, v, "sleep", "300", detach=True)
     try:
         wait_for(lambda: status(a, v).get("nodes") == ["a", "b"], what="both nodes shown in Status")
-        refused = a.docker("volume", "rm", v, check=False)
-        assert refused.returncode != 0
+        # c uses it nowhere, yet cannot remove it while a and b do.
+        refused = nodes["c"].docker("volume", "rm", v, check=False)
+        assert refused.returncode != 0 and "in use on node(s) a, b" in refused.stderr
     finally:
         a.docker("rm", "-f", ca)
         b.docker("rm", "-f", cb)
+    wait_for(lambda: status(a, v).get("nodes") == [], what="both nodes released")
+    nodes["c"].docker("volume", "rm", v)
+    assert v not in names(a)
 
 
 def test_single_node_volume_is_refused_on_b_while_a_uses_it(nodes: dict[str, Node]) -> None:
