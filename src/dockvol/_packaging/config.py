@@ -37,6 +37,28 @@ def _env(name: str, value: str, description: str) -> dict[str, Any]:
     return {"name": name, "description": description, "value": value, "settable": ["value"]}
 
 
+def serve_env_vars() -> list[tuple[str, str]]:
+    """(DOCKVOL_<FLAG>, first line of its help) for every flag of ``dockvol serve``."""
+    import argparse
+
+    from dockvol._cli import serve
+
+    parser = argparse.ArgumentParser()
+    serve.register(parser.add_subparsers())
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    out = []
+    for action in sub.choices["serve"]._actions:
+        for opt in action.option_strings:
+            if opt.startswith("--") and opt != "--help":
+                short = (action.help or "").split(" (")[0].split("; ")[0]
+                if short.startswith("default"):
+                    short = ""
+                out.append(
+                    ("DOCKVOL_" + opt[2:].upper().replace("-", "_"), f"{opt} {short}".strip())
+                )
+    return out
+
+
 def _plugin_name(name: str) -> str:
     """``registry:5000/me/plug:1.0`` -> ``me/plug`` (what users type, without registry and tag)."""
     last = name.rsplit("/", 1)
@@ -55,34 +77,26 @@ def plugin_config(
     log_format: str = "text",
 ) -> dict[str, Any]:
     """The ``config.json`` for a plugin serving ``driver_name`` (a module of dockvol.drivers)."""
-    # Every flag of dockvol serve, settable with docker plugin set while disabled. Empty means
-    # serve's own default.
+    # Every flag of dockvol serve, settable with docker plugin set while disabled; an empty
+    # value means serve's own default. Values set by users survive docker plugin upgrade.
+    values = {
+        "DOCKVOL_DRIVER": driver_name,
+        "DOCKVOL_NAME": _plugin_name(name),
+        "DOCKVOL_ROOT": ROOT_DIR,
+        "DOCKVOL_STATE": STATE_DIR,
+        "DOCKVOL_SOCKET": f"/run/docker/plugins/{SOCKET_NAME}",
+        "DOCKVOL_SOCKET_GROUP": "root",
+        "DOCKVOL_LOG_LEVEL": log_level,
+        "DOCKVOL_LOG_FORMAT": log_format,
+    }
+    notes = {
+        "DOCKVOL_DRIVER": "; a driver that mounts filesystems needs a plugin built for it",
+        "DOCKVOL_ROOT": f"; must stay under {PROPAGATED_MOUNT}/",
+        "DOCKVOL_SOCKET": "; do not change: the engine dials this one",
+    }
     env = [
-        _env(
-            "DOCKVOL_DRIVER",
-            driver_name,
-            "driver module (dockvol.drivers.<name>); a driver "
-            "that mounts filesystems needs a plugin built for it",
-        ),
-        _env("DOCKVOL_NAME", _plugin_name(name), "driver name shown in logs"),
-        _env(
-            "DOCKVOL_ROOT",
-            ROOT_DIR,
-            f"where volumes live; must stay under {PROPAGATED_MOUNT}",
-        ),
-        _env("DOCKVOL_STATE", STATE_DIR, "registry directory (volumes, options, mount records)"),
-        _env(
-            "DOCKVOL_SOCKET",
-            f"/run/docker/plugins/{SOCKET_NAME}",
-            "socket the engine dials; do not change",
-        ),
-        _env("DOCKVOL_SOCKET_GROUP", "root", "group owning the socket"),
-        _env("DOCKVOL_SECRETS_DIR", "", "directory of secret files for -o KEY=secret:NAME"),
-        _env("DOCKVOL_REGISTRY", "sqlite:", "sqlite: (in the state directory) or etcd://HOST:PORT"),
-        _env("DOCKVOL_NODE", "", "this host's name in a cluster registry"),
-        _env("DOCKVOL_LEASE_TTL", "", "seconds before a dead node's volumes are released"),
-        _env("DOCKVOL_LOG_LEVEL", log_level, "debug, info, warning or error"),
-        _env("DOCKVOL_LOG_FORMAT", log_format, "text or json"),
+        _env(var, values.get(var, ""), help_text + notes.get(var, ""))
+        for var, help_text in serve_env_vars()
     ]
     mounts: list[dict[str, Any]] = []
     linux: dict[str, Any] = {"capabilities": [], "allowAllDevices": False, "devices": None}

@@ -39,7 +39,13 @@ def inherited_socket(*, unset_environment: bool = True) -> socket.socket | None:
             f"systemd passed {count} sockets (LISTEN_FDS={count}); dockvol serves one: "
             "list a single ListenStream= in dockvol.socket"
         )
-    sock = socket.socket(fileno=LISTEN_FDS_START)
+    try:
+        sock = socket.socket(fileno=LISTEN_FDS_START)
+    except OSError as exc:
+        raise RuntimeError(
+            f"LISTEN_FDS=1 but fd {LISTEN_FDS_START} is not a socket ({exc.strerror}): "
+            "start dockvol from dockvol.socket, or unset LISTEN_FDS"
+        ) from None
     if sock.type != socket.SOCK_STREAM:
         sock.detach()
         raise RuntimeError("the socket systemd passed is not a stream socket: use ListenStream=")

@@ -1,0 +1,93 @@
+"""config.json follows the driver's real needs and exposes every serve flag as settable env."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dockvol._cli import serve
+from dockvol._packaging.build import load_driver
+from dockvol._packaging.config import PROPAGATED_MOUNT, plugin_config
+from dockvol._packaging.docker import StepError
+
+
+def config(driver: str, name: str = "me/dockvol:1") -> dict[str, object]:
+    return plugin_config(name, driver, load_driver(driver))
+
+
+def env_of(cfg: dict[str, object]) -> dict[str, str]:
+    env = cfg["env"]
+    assert isinstance(env, list)
+    return {e["name"]: e["value"] for e in env}
+
+
+def serve_flags() -> list[str]:
+    parser = argparse.ArgumentParser()
+    serve.register(parser.add_subparsers())
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = [o for act in sub.choices["serve"]._actions for o in act.option_strings]
+    return [o[2:] for o in flags if o.startswith("--") and o != "--help"]
+
+
+@pytest.mark.parametrize("driver", ["local", "block"])
+def test_every_serve_flag_is_a_settable_env_var(driver: str) -> None:
+    cfg = config(driver)
+    env = cfg["env"]
+    assert isinstance(env, list)
+    names = {e["name"] for e in env if e["settable"] == ["value"]}
+    for flag in serve_flags():
+        assert "DOCKVOL_" + flag.upper().replace("-", "_") in names, flag
+
+
+def test_local_needs_no_privileges() -> None:
+    cfg = config("local")
+    assert cfg["linux"] == {"capabilities": [], "allowAllDevices": False, "devices": None}
+    assert cfg["mounts"] == []
+    assert cfg["network"] == {"type": "none"}
+
+
+def test_block_gets_sys_admin_and_dev() -> None:
+    cfg = config("block")
+    linux = cfg["linux"]
+    assert isinstance(linux, dict)
+    assert linux["capabilities"] == ["CAP_SYS_ADMIN"]
+    assert linux["allowAllDevices"] is True
+    mounts = cfg["mounts"]
+    assert isinstance(mounts, list)
+    assert [(m["source"], m["destination"]) for m in mounts] == [("/dev", "/dev")]
+
+
+@pytest.mark.parametrize("driver", ["local", "block"])
+def test_volumes_and_state_are_strictly_under_the_propagated_mount(driver: str) -> None:
+    cfg = config(driver)
+    env = env_of(cfg)
+    assert cfg["propagatedMount"] == PROPAGATED_MOUNT
+    for key in ("DOCKVOL_ROOT", "DOCKVOL_STATE"):
+        assert env[key].startswith(PROPAGATED_MOUNT + "/"), key
+    assert env["DOCKVOL_SOCKET"] == "/run/docker/plugins/dockvol.sock"
+    assert cfg["interface"] == {"types": ["docker.volumedriver/1.0"], "socket": "dockvol.sock"}
+    assert cfg["description"] and cfg["documentation"]
+
+
+def test_driver_name_is_the_plugin_name_without_registry_or_tag() -> None:
+    assert env_of(config("local", "127.0.0.1:5000/me/vol:2"))["DOCKVOL_NAME"] == "me/vol"
+    assert env_of(config("local", "vol"))["DOCKVOL_NAME"] == "vol"
+
+
+def test_unknown_driver_says_what_to_use() -> None:
+    with pytest.raises(StepError, match="--driver local"):
+        load_driver("no_such_driver")
+
+
+def test_cli_prints_the_config_it_would_build() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "dockvol", "plugin", "config", "--driver", "block"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(r.stdout) == config("block", "dockvol")
