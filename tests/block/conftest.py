@@ -7,6 +7,7 @@ it. Loop devices of other programs on the machine are not ours to judge.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -47,7 +48,29 @@ def loops_unchanged() -> Iterator[None]:
     before = attached_loops()
     yield
     after = attached_loops()
-    assert after == before, f"loop devices leaked: {sorted(after - before)}"
+    assert after == before, f"loop devices leaked: {_explain(after - before)}"
+
+
+def _explain(leaked: set[tuple[str, str]]) -> list[str]:
+    """Each leaked device and who still mounts it: a program that made a mount namespace while
+    a volume was mounted (another engine, on a shared machine) keeps a copy of the mount."""
+    out = []
+    for device, backing in sorted(leaked):
+        try:
+            rdev = os.stat(device).st_rdev
+            pids = mounttable.other_namespaces_using(f"{os.major(rdev)}:{os.minor(rdev)}")
+        except OSError:
+            pids = []
+        who = [_cmdline(p) for p in pids]
+        out.append(f"{device} -> {backing}" + (f" (still mounted by {who})" if who else ""))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80]
+    except OSError:
+        return str(pid)
 
 
 @pytest.fixture
