@@ -129,6 +129,25 @@ def test_single_node_volume_is_refused_on_b_while_a_uses_it(nodes: dict[str, Nod
     assert run(b, v, "true") == ""  # released by a's last unmount
 
 
+def test_plugin_restart_keeps_mounts_and_the_single_node_hold(nodes: dict[str, Node]) -> None:
+    a, b = nodes["a"], nodes["b"]
+    v = uniq("restart")
+    a.docker("volume", "create", "-d", DRIVER, "-o", "access=single-node", v)
+    cid = run(a, v, "sleep", "300", detach=True)
+    try:
+        assert a.plugin is not None
+        assert a.plugin.stop() == 0
+        a.start_plugin()  # same node, same state: its mount record and its hold are back
+        assert status(a, v)["mounts"] == 1
+        wait_for(lambda: status(b, v).get("nodes") == ["a"], what="a's mount republished")
+        wait_for(lambda: (status(b, v).get("holder") or {}).get("node") == "a", what="a holding")
+        assert "in use on node 'a'" in run(b, v, "true", check=False)
+    finally:
+        a.docker("rm", "-f", cid)  # the Unmount reaches the new plugin process
+    assert status(a, v)["mounts"] == 0
+    assert run(b, v, "true") == ""
+
+
 def test_concurrent_create_from_all_nodes_ends_with_one_volume(
     nodes: dict[str, Node], shared_root: Path
 ) -> None:
