@@ -56,8 +56,11 @@ from .sqlite import SqliteRegistry
 
 log = logging.getLogger("dockvol.cluster")
 
-#: How long start-up waits for etcd before serving from the local mirror.
-START_TIMEOUT = 10.0
+#: How long start-up waits for etcd before serving from the local mirror (a managed plugin
+#: must listen within about 9.5 s of its start, or the engine kills it).
+START_TIMEOUT = 5.0
+#: A fresh snapshot replaces the watch this often, in case a stream went quiet without breaking.
+RESYNC_EVERY = 300.0
 
 
 def open_registry(
@@ -124,6 +127,7 @@ class EtcdRegistry(Registry):
         self._stop = threading.Event()
         self._synced = threading.Event()
         self._watch: ec.Watch | None = None
+        self._snapshot_at = time.monotonic()
         self.session = Session(
             client, lease_ttl, on_lease=self._on_lease, on_tick=self._on_tick, on_lost=self._resync
         )
@@ -503,6 +507,7 @@ class EtcdRegistry(Registry):
             try:
                 rev = self._snapshot()
                 self._synced.set()
+                self._snapshot_at = time.monotonic()
                 backoff = 0.2
                 self._watch = self.client.watch(root, ec.prefix_end(root), rev + 1)
                 for events in self._watch:
@@ -534,6 +539,11 @@ class EtcdRegistry(Registry):
         self._on_tick(lease)
 
     def _on_tick(self, lease: int) -> None:
+        if time.monotonic() - self._snapshot_at > RESYNC_EVERY:
+            self._snapshot_at = time.monotonic()
+            w = self._watch
+            if w is not None:
+                w.close()
         if self._dirty.is_set():
             self._dirty.clear()
             try:
