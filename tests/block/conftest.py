@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +93,44 @@ def driver(root: Path) -> BlockDriver:
 
 
 MakeVolume = Callable[..., Volume]
+
+
+def wait_for(what: str, condition: Callable[[], object], timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it is true (a condition with a deadline, not a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+Holder = Callable[[], "subprocess.Popen[bytes]"]
+
+
+@pytest.fixture
+def namespace_holder() -> Iterator[Holder]:
+    """Starts processes in their own mount namespace (a copy of ours, as a container or another
+    engine gets); all killed after the test."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "300"])
+        procs.append(p)
+        own = os.stat("/proc/self/ns/mnt").st_ino
+        wait_for("unshare to enter its namespace", lambda: _ns(p.pid) not in (None, own))
+        return p
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def _ns(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from dockvol.drivers.block import BlockDriver, loop, mounttable
 from dockvol.drivers.block.commands import run
 from dockvol.drivers.block.filesystems import probe
 
-from .conftest import MakeVolume
+from .conftest import Holder, MakeVolume, wait_for
 
 MiB = 1 << 20
 FS_SIZES = [("ext4", "32M"), ("xfs", "300M")]
@@ -333,38 +333,43 @@ def test_audit_reports_images_no_volume_explains_and_drops_interrupted_creates(
 
 
 def test_recover_never_detaches_under_another_namespace(
-    root: Path, driver: BlockDriver, make_volume: MakeVolume
+    root: Path, driver: BlockDriver, make_volume: MakeVolume, namespace_holder: Holder
 ) -> None:
     v = make_volume("held", size="32M")
     driver.create(v)
     mp = driver.mount(v)
-    # A process in its own mount namespace holds a copy of the mount, as a container does.
-    holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "300"])
-    try:
-        [lp] = loop.backing(driver.image_path(v))
-
-        def seen() -> bool:
-            return holder.pid in mounttable.other_namespaces_using(lp.devnum)
-
-        for _ in range(200):  # poll until unshare has entered its namespace
-            if seen():
-                break
-            holder.poll()
-            os.sched_yield()
-            subprocess.run(["true"])
-        assert seen()
-        after = BlockDriver(root)
-        after.setup()
-        assert after.recover(v, None) is None  # no record uses it...
-        assert [x.device for x in loop.backing(after.image_path(v))] == [lp.device]  # ...but kept
-        assert after.status(v, None)["attached"] is True
-        assert after.mount(v) == mp  # the next mount reuses it
-    finally:
-        holder.kill()
-        holder.wait()
+    [lp] = loop.backing(driver.image_path(v))
+    holder = namespace_holder()  # holds a copy of the mount, as a container does
+    assert holder.pid in mounttable.other_namespaces_using(lp.devnum)
+    after = BlockDriver(root)
+    after.setup()
+    assert after.recover(v, None) is None  # no record uses it...
+    assert [x.device for x in loop.backing(after.image_path(v))] == [lp.device]  # ...but kept
+    assert after.status(v, None)["attached"] is True
+    assert after.mount(v) == mp  # the next mount reuses it
+    holder.kill()
+    holder.wait()
     after.unmount(v)
-    assert loop.backing(after.image_path(v)) == []
+    wait_for("the device to be freed", lambda: not loop.backing(after.image_path(v)))
     after.remove(v)
+
+
+def test_remove_waits_for_a_namespace_that_kept_a_copy_of_the_mount(
+    driver: BlockDriver, make_volume: MakeVolume, namespace_holder: Holder
+) -> None:
+    v = make_volume("copied", size="32M")
+    driver.create(v)
+    driver.mount(v)
+    holder = namespace_holder()
+    driver.unmount(v)  # our mount is gone; the copy keeps the filesystem (and device) alive
+    with pytest.raises(DriverError, match=rf"still held by processes \[{holder.pid}\]"):
+        driver.remove(v)
+    assert driver.image_path(v).exists()
+    holder.kill()
+    holder.wait()
+    # The kernel frees the device by itself once the copy goes: nothing leaks.
+    wait_for("the device to be freed", lambda: not loop.backing(driver.image_path(v)))
+    driver.remove(v)
 
 
 def test_setup_detaches_loop_devices_nothing_holds(

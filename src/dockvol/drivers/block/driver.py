@@ -332,9 +332,19 @@ class BlockDriver(Driver):
         self._settle_once()
         key = self._key(volume)
         image, mp = self.image_path(volume), self.mountpoint(volume)
-        devices = [lp.device for lp in loop.backing(image)]
+        loops = loop.backing(image)
         with self._lock:
             att = self._attached.get(key)
+        if att is None and loops and mounttable.mounted_at(mp) is None:
+            # Not ours to use any more, but a copy of its mount lives in another namespace.
+            pids = sorted({p for lp in loops for p in mounttable.other_namespaces_using(lp.devnum)})
+            raise DriverError(
+                f"volume {volume.name!r} is unmounted, but its loop device "
+                f"{', '.join(lp.device for lp in loops)} is still held by processes {pids} "
+                f"(another mount namespace, made while it was mounted, kept a copy); the kernel "
+                f"frees it when they exit: try again then"
+            )
+        devices = [lp.device for lp in loops]
         if att is not None and not devices:
             devices = [att.device]
         if devices:
