@@ -341,6 +341,12 @@ def _socket(s: dict[str, Any]) -> list[str]:
         ],
     ]
     L += _table(["what", "runs", "median ms", "min ms", "max ms", "CPU ms (median)"], rows)
+    L.append(
+        "Started as an installed package runs: with its bytecode cached (one start, not "
+        "counted, fills a private cache first). `CPU ms` is the child's CPU time when it "
+        "answers; on a loaded machine the wall time is mostly waiting for a core."
+    )
+    L.append("")
     r = s["rss"]
     L.append(
         f"Memory of the serving process with {r['volumes']:,} volumes, after Lists: "
