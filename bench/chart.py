@@ -76,6 +76,7 @@ GREY: Color = (150, 150, 150)
 LIGHT: Color = (225, 225, 225)
 GREEN: Color = (60, 150, 80)
 RED: Color = (200, 60, 50)
+NEUTRAL: Color = (120, 140, 170)
 
 
 class Canvas:
@@ -134,7 +135,7 @@ class Canvas:
 class Bar:
     label: str
     value: float  # a ratio: 1.0 is parity (or exactly on target)
-    limit: float  # the target for this bar: green at or under, red above
+    limit: float | None  # the target for this bar: green at or under, red above; None: grey
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,8 @@ class Group:
 def bar_chart(title: str, groups: Sequence[Group], path: Path, width: int = 1100) -> None:
     """Bars of ratios, one group per section; a grey line at 1.0, a dashed red one at each
     bar's limit."""
-    row, pad, label_w = 26, 16, 50 * CHAR_W
+    row, pad = 26, 16
+    label_w = (max(len(b.label) for g in groups for b in g.bars) + 2) * CHAR_W if groups else 0
     height = pad + CHAR_H + pad
     for g in groups:
         height += CHAR_H + 10 + row * len(g.bars) + pad
@@ -162,22 +164,33 @@ def bar_chart(title: str, groups: Sequence[Group], path: Path, width: int = 1100
     for g in groups:
         # Each group has its own scale: engine ratios sit near 1, socket ones can be far off.
         values = [b.value for b in g.bars if b.value == b.value]
-        top = max([1.2, *[b.limit * 1.1 for b in g.bars], *values]) * 1.05
+        limits = [b.limit * 1.1 for b in g.bars if b.limit is not None]
+        top = max([1.2, *limits, *values]) * 1.05
         c.text(pad, y, g.title, GREY)
         y += CHAR_H + 10
         y_start = y
+        labels = []
         for b in g.bars:
             c.rect(x0, y + 2, x1, y + row - 2, LIGHT)
-            c.text(pad, y + (row - CHAR_H) // 2, b.label[:50])
+            c.text(pad, y + (row - CHAR_H) // 2, b.label)
             if b.value == b.value:  # not NaN
-                color = GREEN if b.value <= b.limit else RED
+                color = NEUTRAL if b.limit is None else GREEN if b.value <= b.limit else RED
                 c.rect(x0, y + 4, xpos(b.value, top), y + row - 4, color)
-                c.text(xpos(b.value, top) + 6, y + (row - CHAR_H) // 2, f"{b.value:.2f}x")
+                labels.append((xpos(b.value, top) + 6, y + (row - CHAR_H) // 2, f"{b.value:.2f}x"))
             else:
-                c.text(x0 + 6, y + (row - CHAR_H) // 2, "n/a", GREY)
-            c.vline(xpos(b.limit, top), y, y + row, RED, dash=4)
+                labels.append((x0 + 6, y + (row - CHAR_H) // 2, "n/a"))
+            if b.limit is not None:
+                c.vline(xpos(b.limit, top), y, y + row, RED, dash=4)
             y += row
         c.vline(xpos(1.0, top), y_start, y, BLACK)
+        for x, ty, text in labels:  # on top of the lines, on a white ground
+            c.rect(x - 2, ty - 2, x + len(text) * CHAR_W, ty + CHAR_H, WHITE)
+            c.text(x, ty, text)
         y += pad
-    c.text(pad, y, "black line: 1.0    red dashes: target    green: met    red: missed", GREY)
+    c.text(
+        pad,
+        y,
+        "black line: 1.0    red dashes: target    green: met    red: missed    grey: no target",
+        GREY,
+    )
     path.write_bytes(c.png())

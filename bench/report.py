@@ -128,10 +128,7 @@ def chart(res: dict[str, Any], path: Path) -> None:
         groups.append(
             Group(
                 "engine operations, engine api without the cli: dockvol / local (no target)",
-                [
-                    Bar(r["op"].replace("docker ", "api "), r["ratio"], r["target"])
-                    for r in eng["api"]
-                ],
+                [Bar(r["op"].replace("docker ", "api "), r["ratio"], None) for r in eng["api"]],
             )
         )
     sock = [

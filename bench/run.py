@@ -72,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         "beside the default --out, else OUT's name with -ratios.png)",
     )
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="only write the report from saved --json results",
+    )
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"sections: {','.join(SECTIONS)}")
     ap.add_argument(
         "--external-timeout",
@@ -91,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         else out.with_name(out.stem + "-ratios.png")
     )
     ext_timeout = a.external_timeout or (240.0 if a.quick else 300.0)
+    if a.render:
+        out.write_text(report.markdown(json.loads(a.render.read_text()), out, chart))
+        print(f"bench: wrote {out} and {chart} from {a.render}", file=sys.stderr)
+        return 0
 
     t0 = time.perf_counter()
     results: dict[str, Any] = {
