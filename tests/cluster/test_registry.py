@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -279,3 +280,22 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
         for r in regs:
             r.close()
         secure.stop()
+
+
+def test_create_whose_reply_was_lost_and_retried_succeeds(open_node: Open) -> None:
+    a = open_node("a")
+    real = a.client.call
+    lost: list[str] = []
+
+    def reply_lost_once(path: str, body: dict[str, Any], deadline: float | None = None) -> Any:
+        if path == "/v3/kv/txn" and not lost:
+            real(path, body, deadline)  # etcd applies it; the reply never reaches us
+            lost.append(path)
+        return real(path, body, deadline)  # the retry, on the same or another member
+
+    a.client.call = reply_lost_once  # type: ignore[method-assign]
+    rec = vol("lost-reply")
+    a.create(rec)  # no Conflict with itself
+    assert lost and a.get("lost-reply") is not None
+    with pytest.raises(Conflict):
+        a.create(vol("lost-reply"))  # a real second create still conflicts

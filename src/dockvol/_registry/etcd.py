@@ -229,17 +229,21 @@ class EtcdRegistry(Registry):
             )
         except (EtcdUnavailable, EtcdError) as exc:
             raise DriverError(self._unreachable(f"create volume {record.name!r}", exc)) from None
-        if not ok:
+        if ok:
+            self._apply_definition(record.name, bare, rev)
+        else:
             kvs = ec.range_kvs(resp[0]) if resp else []
-            if kvs:
-                existing = decode_volume(kvs[0].value)
-                self._apply_definition(existing.name, existing, kvs[0].mod_revision)
+            if not kvs:
+                # Deleted between the compare and the read: our create lost a race with a remove.
+                raise DriverError(
+                    f"volume {record.name!r} changed on another node meanwhile; try again"
+                )
+            existing = decode_volume(kvs[0].value)
+            self._apply_definition(existing.name, existing, kvs[0].mod_revision)
+            # Equal to ours (creation times to the microsecond): our own write landed, its reply
+            # was lost and the client retried on another member. Anything else is a real race.
+            if existing != bare:
                 raise Conflict(self._local.get(existing.name) or existing)
-            # Deleted between the compare and the read: our create lost a race with a remove.
-            raise DriverError(
-                f"volume {record.name!r} changed on another node meanwhile; try again"
-            )
-        self._apply_definition(record.name, bare, rev)
         for m in record.mounts.values():
             self.set_mount(record.name, m)
 
