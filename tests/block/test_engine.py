@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -259,6 +260,29 @@ def test_kill_9_with_attached_volumes_then_restart(
         wait_until(f"{v} to be detached", lambda v=v: not loops_of(plugin, v))
     assert plugin_mounts(plugin) == []
     assert run(engine, "crash-a", "cat /d/f") == "after\n"
+
+
+def test_container_stopped_while_the_plugin_is_down_is_detached_after_restart(
+    engine: Engine, plugin: Plugin, containers: list[str]
+) -> None:
+    """The engine retries a failed Unmount for about 15 s: a plugin back within that window gets
+    it, and the last Unmount detaches the device it recovered."""
+    create(engine, "downtime", size="64M")
+    run_detached(engine, containers, "downtime", "downtime")
+    assert len(loops_of(plugin, "downtime")) == 1
+    plugin.kill()
+    done: list[subprocess.CompletedProcess[str]] = []
+    stopping = threading.Thread(
+        target=lambda: done.append(engine.docker("stop", "-t", "0", "downtime", check=False)),
+        daemon=True,
+    )
+    stopping.start()
+    plugin.launch()
+    stopping.join(60)
+    assert done and done[0].returncode == 0, done
+    wait_until("the volume to be detached", lambda: detached(plugin, "downtime"))
+    st = status(engine, "downtime")
+    assert st["attached"] is False and st["mounts"] == 0
 
 
 def test_resize_detached_and_attached(
