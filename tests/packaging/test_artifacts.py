@@ -91,3 +91,13 @@ def test_flatten_applies_layers_whiteouts_and_opaque_dirs(tmp_path: Path) -> Non
     found = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert found == ["etc/keep", "etc/new", "opq/fresh"]
     assert not (out / "tmp" / "build").exists()
+
+
+def test_each_wheel_has_one_dist_info_with_metadata_wheel_and_record(tmp_path: Path) -> None:
+    for wheel in wheels.pack_installed(tmp_path):
+        with zipfile.ZipFile(wheel) as zf:
+            infos = {n.split("/")[0] for n in zf.namelist() if ".dist-info/" in n}
+            assert len(infos) == 1, (wheel.name, infos)
+            info = infos.pop()
+            for part in ("METADATA", "WHEEL", "RECORD"):
+                assert f"{info}/{part}" in zf.namelist(), (wheel.name, part)

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -163,6 +164,8 @@ def test_build_enable_use_refuse_disable_upgrade_keeps_volumes_then_rm(
     engine.docker("plugin", "disable", name)
     engine.docker("plugin", "rm", name)
     assert name not in engine.docker("plugin", "ls", "--format", "{{.Name}}").stdout
+    # rm deletes the data and the records together (docs/packaging.md says so).
+    assert not (engine.dir / "data" / "plugins" / plugin_id).exists()
 
 
 def test_install_from_registry_with_settings_then_use(
@@ -203,6 +206,32 @@ def test_install_from_registry_with_settings_then_use(
     engine.docker("volume", "rm", "iv")
     engine.docker("plugin", "disable", alias)
     engine.docker("plugin", "rm", alias)
+
+
+def test_build_refuses_an_existing_name_before_building(engine: Engine) -> None:
+    engine.docker("plugin", "create", "dvtest/taken:1", str(_tiny_plugin(engine)))
+    r = dockvol(engine, "plugin", "build", "dvtest/taken:1", "--base-image", BASE_IMAGE)
+    assert r.returncode == 1
+    assert "checking the name failed: plugin dvtest/taken:1 already exists" in r.stderr
+    assert "docker plugin upgrade" in r.stderr
+    engine.docker("plugin", "rm", "dvtest/taken:1")
+
+
+def _tiny_plugin(engine: Engine) -> Path:
+    d = engine.dir / "tiny"
+    (d / "rootfs").mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "description": "placeholder",
+                "documentation": "-",
+                "entrypoint": ["/x"],
+                "interface": {"types": ["docker.volumedriver/1.0"], "socket": "x.sock"},
+                "network": {"type": "none"},
+            }
+        )
+    )
+    return d
 
 
 def test_build_failure_names_the_step_and_what_to_do(engine: Engine) -> None:

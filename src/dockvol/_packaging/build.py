@@ -148,6 +148,14 @@ def build(opts: BuildOptions, docker: Docker) -> BuildResult:
 
     driver_cls = load_driver(opts.driver)
     base = opts.base_image or default_base_image()
+    exists = subprocess.run(docker.argv("plugin", "inspect", opts.name), capture_output=True)
+    if exists.returncode == 0:
+        raise StepError(
+            "checking the name",
+            f"plugin {opts.name} already exists in this engine",
+            f"remove it (docker plugin disable {opts.name}; docker plugin rm {opts.name}) or "
+            "build under a new tag and switch with docker plugin upgrade",
+        )
     work = Path(tempfile.mkdtemp(prefix="dockvol-plugin-"))
     try:
         say(f"[1/5] packing dockvol and its requirements as wheels (driver {opts.driver})")

@@ -105,6 +105,10 @@ def _package_files(dist: metadata.Distribution) -> Iterator[tuple[str, Path]]:
 
 
 def _dist_info_name(dist: metadata.Distribution) -> str:
+    """The installed .dist-info directory's name (its case can differ from the project's)."""
+    for f in dist.files or ():
+        if len(f.parts) == 2 and f.parts[0].endswith(".dist-info"):
+            return f.parts[0]
     return f"{_norm(dist.metadata['Name']).replace('-', '_')}-{dist.version}.dist-info"
 
 
