@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import posixpath
+import signal
 import socket
 import socketserver
 import threading
@@ -44,7 +45,9 @@ DEFECTS: dict[str, set[str]] = {
     "slow-get": {"latency"},  # Get scans all volumes slowly
     "name-basename": {"get-echoes-name"},  # Get returns the basename of the name
     "shared-mountpoint": {"mount-path"},  # every volume mounts at one path
-    "mounts-in-memory": {"crash-while-mounted", "crash-during-burst"},  # mounts not persisted
+    # mounts not persisted: every check that restarts the plugin must see it
+    "mounts-in-memory": {"stop-removes-socket", "crash-while-mounted", "crash-during-burst"},
+    "socket-left-behind": {"stop-removes-socket"},  # SIGTERM leaves the socket file
 }
 
 
@@ -155,7 +158,7 @@ class Handler(BaseHTTPRequestHandler):
             mp = st.mountpoint(name)
             if ep == "VolumeDriver.Get":
                 if d == "slow-get":
-                    time.sleep(0.002 * len(st.vols))
+                    time.sleep(0.005 * len(st.vols))
                 v: dict[str, Any] = {
                     "Name": posixpath.basename(name) if d == "name-basename" else name,
                     "CreatedAt": vol["created"],
@@ -235,11 +238,17 @@ def main() -> None:
             os.unlink(a.socket)
         finally:
             probe.close()
+    signal.signal(signal.SIGTERM, _terminate)
     with Server(a.socket, Handler) as srv:
         try:
             srv.serve_forever()
         finally:
-            os.unlink(a.socket)
+            if a.defect != "socket-left-behind":
+                os.unlink(a.socket)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

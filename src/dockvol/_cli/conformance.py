@@ -11,9 +11,9 @@ from .call import add_target_args, target_address
 EPILOG = """Each check is documented in docs/conformance.md. The kit creates volumes named
 dvconf-<run>-... and removes them again.
 
-destructive mode (--destructive) crashes the plugin: it is killed with SIGKILL (the process
-listening on the unix socket, found with SO_PEERCRED; or your --kill-cmd), and --restart-cmd
-must bring it back on the same socket. A restart command that keeps running (the plugin in the
+destructive mode (--destructive) stops the plugin gracefully (SIGTERM to the process listening
+on the unix socket, found with SO_PEERCRED; or your --stop-cmd) and crashes it (SIGKILL to
+that process; or your --kill-cmd); --restart-cmd must bring it back on the same socket. A restart command that keeps running (the plugin in the
 foreground) is left running in its own session.
 
 exit status: 0 every selected check passed (warnings allowed), 1 some failed, 2 usage error,
@@ -61,6 +61,12 @@ def register(subparsers: Any) -> None:
         metavar="CMD",
         help="shell command that kills the plugin (default: SIGKILL the socket's "
         "listener, found with SO_PEERCRED)",
+    )
+    p.add_argument(
+        "--stop-cmd",
+        metavar="CMD",
+        help="shell command that stops the plugin gracefully (default: SIGTERM to the "
+        "socket's listener; with --kill-cmd and no --stop-cmd that check is skipped)",
     )
     p.add_argument(
         "--restart-timeout",
@@ -144,7 +150,9 @@ def _conformance(args: argparse.Namespace) -> int:
     )
     faults = None
     if args.destructive:
-        faults = ShellFaults(client, args.restart_cmd, args.kill_cmd, args.restart_timeout)
+        faults = ShellFaults(
+            client, args.restart_cmd, args.kill_cmd, args.restart_timeout, stop_cmd=args.stop_cmd
+        )
     runner = Runner(client, config, faults.faults() if faults else None)
     print(f"dockvol conformance: {len(checks)} checks against {address}", file=sys.stderr)
     if not args.quiet:

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .client import WireClient, peer_pid
-from .suite import CheckFailed, Context, Faults, check, new_id
+from .suite import CheckFailed, Context, Faults, Skipped, check, new_id
+
+#: Seconds between SIGTERM and SIGKILL when the engine disables a managed plugin (and
+#: systemd's default is longer): a plugin must be gone by then.
+STOP_GRACE = 10.0
 
 
 def _dead(pid: int) -> bool:
@@ -69,6 +73,7 @@ class ShellFaults:
     restart_cmd: str
     kill_cmd: str | None = None
     timeout: float = 30.0
+    stop_cmd: str | None = None
     log_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -79,6 +84,25 @@ class ShellFaults:
         if self.client.address.unix is None:
             raise RuntimeError("a TCP plugin needs --kill-cmd: SO_PEERCRED works on unix sockets")
         kill_listener(self.client.address.unix)
+
+    def stop(self) -> None:
+        """``stop_cmd``, or SIGTERM to the socket's listener; it must exit within 10 s."""
+        if self.stop_cmd:
+            subprocess.run(self.stop_cmd, shell=True, check=True, timeout=self.timeout)
+            return
+        if self.client.address.unix is None:
+            raise RuntimeError("a TCP plugin needs --stop-cmd: SO_PEERCRED works on unix sockets")
+        pid = peer_pid(self.client.address.unix)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        while not _dead(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                raise TimeoutError(
+                    f"the plugin (pid {pid}) did not exit within {STOP_GRACE:g}s of SIGTERM; "
+                    f"the engine and systemd then SIGKILL it"
+                )
+            time.sleep(0.02)  # polling for the process to exit
 
     def restart(self) -> None:
         log = self.log_dir / f"dockvol-conformance-restart-{os.getpid()}.log"
@@ -99,7 +123,8 @@ class ShellFaults:
             raise RuntimeError(f"{e}; output of {self.restart_cmd!r}:\n{tail}") from e
 
     def faults(self) -> Faults:
-        return Faults(kill=self.kill, restart=self.restart)
+        graceful = self.stop if self.stop_cmd or not self.kill_cmd else None
+        return Faults(kill=self.kill, restart=self.restart, stop=graceful)
 
 
 def _crash(ctx: Context) -> None:
@@ -112,6 +137,50 @@ def _crash(ctx: Context) -> None:
         ctx.faults.restart()
     except Exception as e:
         raise CheckFailed(f"the plugin did not come back after a crash: {e}") from e
+
+
+@check(
+    "stop-removes-socket",
+    title="A graceful stop exits promptly, removes the socket and keeps state",
+    why="A stale socket of a stopped plugin stalls docker volume ls and every lookup of the "
+    "driver for about 15 s while the engine retries; a plugin that ignores SIGTERM is killed "
+    "after 10 s, mid-write. Volumes and mount records must survive a plain restart too.",
+    fix="On SIGTERM stop accepting, finish in-flight calls, remove the socket file and exit; "
+    "keep state durable so nothing is lost across the restart.",
+    engine="legacy discovery dials /run/docker/plugins/NAME.sock; plugin disable: SIGTERM, "
+    "SIGKILL after 10 s",
+    destructive=True,
+)
+def stop_removes_socket(ctx: Context) -> None:
+    assert ctx.faults is not None
+    sock = ctx.client.address.unix
+    if ctx.faults.stop is None or sock is None:
+        raise Skipped("needs a graceful stop of a unix-socket plugin (SIGTERM or --stop-cmd)")
+    name, mid = ctx.name(), new_id()
+    ctx.create(name, {})
+    ctx.mount(name, mid)
+    problem = ""
+    try:
+        ctx.faults.stop()
+    except TimeoutError as e:
+        problem = str(e)
+    except Exception as e:
+        raise CheckFailed(f"could not stop the plugin: {e}") from e
+    if not problem and os.path.lexists(sock):
+        problem = f"the plugin left its socket {sock} behind after a graceful stop"
+    try:
+        ctx.faults.restart()
+    except Exception as e:
+        raise CheckFailed(
+            f"{problem + '; ' if problem else ''}the plugin did not come back: {e}"
+        ) from e
+    if problem:
+        raise CheckFailed(problem)
+    ctx.must_exist(name, " after a graceful restart")
+    if ctx.passed("remove-while-mounted"):
+        _still_used(ctx, name, "mounted before the stop")
+    ctx.unmount(name, mid)
+    ctx.remove(name)
 
 
 @check(

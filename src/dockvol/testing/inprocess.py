@@ -47,6 +47,10 @@ class InProcessPlugin:
         (self.dir / "root").mkdir(parents=True, exist_ok=True)
         (self.dir / "state").mkdir(parents=True, exist_ok=True)
         driver = self.factory(self.dir / "root")
+        # As `dockvol serve` does before serving (create_app leaves it to the embedder).
+        setup = getattr(driver, "setup", None)
+        if callable(setup):
+            setup()
         app = create_app(driver, state_dir=self.dir / "state")
         self.sock.unlink(missing_ok=True)
         config = uvicorn.Config(

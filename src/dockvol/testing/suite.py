@@ -52,10 +52,12 @@ class Config:
 
 @dataclass
 class Faults:
-    """How to crash and restart the plugin (destructive checks only)."""
+    """How to crash and restart the plugin (destructive checks only). ``stop`` is a graceful
+    stop (SIGTERM, as the engine and systemd stop plugins); without it that check is skipped."""
 
     kill: Callable[[], None]
     restart: Callable[[], None]
+    stop: Callable[[], None] | None = None
 
 
 class CheckFailed(Exception):
