@@ -101,3 +101,12 @@ def test_each_wheel_has_one_dist_info_with_metadata_wheel_and_record(tmp_path: P
             info = infos.pop()
             for part in ("METADATA", "WHEEL", "RECORD"):
                 assert f"{info}/{part}" in zf.namelist(), (wheel.name, part)
+
+
+def test_other_targets_fetch_binary_wheels_for_that_python_and_machine(tmp_path: Path) -> None:
+    cmd = wheels.fetch_command(tmp_path, "3.12", wheels.manylinux_platforms("aarch64"), ["x>=1"])
+    assert cmd[1:4] == ["-m", "pip", "download"]
+    assert "--only-binary=:all:" in cmd and cmd[-1] == "x>=1"
+    assert cmd[cmd.index("--python-version") + 1] == "3.12"
+    platforms = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--platform"]
+    assert "manylinux2014_aarch64" in platforms and "manylinux_2_17_aarch64" in platforms

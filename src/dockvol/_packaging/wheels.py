@@ -32,6 +32,12 @@ def _norm(name: str) -> str:
 
 def _requirement_names(dist: metadata.Distribution) -> Iterator[str]:
     """Names of the runtime requirements that apply to this interpreter (extras excluded)."""
+    for name, _ in _requirements(dist):
+        yield name
+
+
+def _requirements(dist: metadata.Distribution) -> Iterator[tuple[str, str]]:
+    """(name, version specifier) of the runtime requirements for this interpreter."""
     try:
         from packaging.requirements import Requirement
     except ImportError:  # pip always vendors it
@@ -41,7 +47,7 @@ def _requirement_names(dist: metadata.Distribution) -> Iterator[str]:
     for text in dist.requires or ():
         req = Requirement(text)
         if req.marker is None or req.marker.evaluate({"extra": ""}):
-            yield req.name
+            yield req.name, str(req.specifier)
 
 
 def closure(root: str = ROOT_DIST) -> list[metadata.Distribution]:
@@ -185,7 +191,7 @@ def fetch_wheels(dest: Path, python_version: str, machine: str) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     dists = closure()
     own = pack_wheel(dists[[_norm(d.metadata["Name"]) for d in dists].index(ROOT_DIST)], dest)
-    reqs = sorted({r for r in _requirement_names(metadata.distribution(ROOT_DIST))})
+    reqs = sorted(n + spec for n, spec in _requirements(metadata.distribution(ROOT_DIST)))
     r = subprocess.run(
         fetch_command(dest, python_version, manylinux_platforms(machine), reqs),
         capture_output=True,
