@@ -3,14 +3,18 @@
 - Create of a 100 GiB sparse volume (ext4 and xfs): must stay far inside the engine's 2-minute
   Create timeout (lazy filesystem initialisation).
 - Mount latency of a detached volume (losetup + mount + ownership), and the Unmount that
-  detaches it again (umount + losetup -d).
+  detaches it again (umount + detach).
+- With ``--engine``: engine operations through a private engine, the block driver against the
+  engine's built-in ``local`` driver, interleaved (each repetition runs both, alternating which
+  goes first): ``volume create``, ``run --rm -v`` (Mount of a detached volume, a container,
+  Unmount), ``volume rm``.
 
-Runs ``dockvol serve --driver block`` on its own socket (no engine needed: the calls are the
-engine's, shaped as it sends them). Prints JSON. Usage::
+The driver measures run ``dockvol serve --driver block`` on its own socket (no engine needed:
+the calls are the engine's, shaped as it sends them). Prints JSON. Usage::
 
-    python -m bench.block_bench [--repeats N]
+    python -m bench.block_bench [--repeats N] [--engine]
 
-or, from another benchmark: ``from bench.block_bench import measure; measure(repeats=10)``.
+or, from another benchmark: ``from bench.block_bench import measure, measure_engine``.
 """
 
 from __future__ import annotations
@@ -99,11 +103,65 @@ def measure(repeats: int = 10) -> dict[str, Any]:
     return results
 
 
+def measure_engine(repeats: int = 10) -> dict[str, Any]:
+    """Engine operations: the block driver against the built-in ``local`` driver."""
+    from tests.support.engine import BUSYBOX_IMAGE, Engine
+    from tests.support.plugin import Plugin
+
+    base = common.tmpdir("dvbb")
+    eng = Engine.start()
+    plugin = None
+    times: dict[str, dict[str, list[float]]] = {}
+    try:
+        eng.ensure_busybox()
+        # In the engine's mount namespace: the engine must see the plugin's mounts.
+        plugin = Plugin.start(
+            eng.plugins_dir / "block.sock", base / "root", base / "state", "--driver", "block",
+            "--log-level", "warning", name="block", wrap=eng.enter_args(),
+        )  # fmt: skip
+
+        def timed(op: str, driver: str, *args: str) -> None:
+            start = time.perf_counter()
+            eng.docker(*args)
+            times.setdefault(op, {}).setdefault(driver, []).append(time.perf_counter() - start)
+
+        for i in range(repeats):
+            order = ("block", "local") if i % 2 == 0 else ("local", "block")
+            for driver in order:
+                vol = f"{driver}-{i}"
+                timed("volume_create", driver, "volume", "create", "-d", driver, vol)
+                timed(
+                    "run_rm_with_volume", driver,
+                    "run", "--rm", "--network", "none", "-v", f"{vol}:/d", BUSYBOX_IMAGE, "true",
+                )  # fmt: skip
+                timed("volume_rm", driver, "volume", "rm", vol)
+    finally:
+        if plugin is not None:
+            plugin.stop()
+        eng.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    out: dict[str, Any] = {"engine": "private dockerd, docker CLI", "repeats": repeats}
+    for op, by_driver in times.items():
+        b, loc = stats.median(by_driver["block"]), stats.median(by_driver["local"])
+        out[op] = {
+            "block_median_ms": round(stats.ms(b), 1),
+            "local_median_ms": round(stats.ms(loc), 1),
+            "ratio": round(b / loc, 2),
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=10, help="samples per measure (default 10)")
+    parser.add_argument(
+        "--engine", action="store_true", help="also engine operations vs the built-in local driver"
+    )
     args = parser.parse_args()
-    print(json.dumps(measure(args.repeats), indent=2))
+    results = measure(args.repeats)
+    if args.engine:
+        results["engine_vs_local"] = measure_engine(args.repeats)
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
