@@ -36,11 +36,6 @@ class Docker:
     def argv(self, *args: str) -> list[str]:
         return ["docker", *(["-H", self.host] if self.host else []), *args]
 
-    def is_local(self) -> bool:
-        """True when the engine runs on this machine (a unix socket): host paths are shared."""
-        target = self.host or os.environ.get("DOCKER_HOST", "")
-        return target == "" or target.startswith("unix://")
-
     def run(
         self,
         step: str,
