@@ -42,9 +42,10 @@ def host_python() -> str:
     return "{}.{}".format(*sys.version_info[:2])
 
 
-def default_base_image() -> str:
-    """An official Python image with the host's Python, so host-made wheels fit it."""
-    return f"python:{host_python()}-slim"
+def default_base_image(python: str | None = None) -> str:
+    """An official Python image with the target's (by default the host's) Python, so the
+    wheels fit it."""
+    return f"python:{python or host_python()}-slim"
 
 
 def load_driver(name: str) -> type[Driver]:
@@ -147,7 +148,7 @@ def build(opts: BuildOptions, docker: Docker) -> BuildResult:
         docker.progress(f"{line} (at {time.monotonic() - start:.1f} s)")
 
     driver_cls = load_driver(opts.driver)
-    base = opts.base_image or default_base_image()
+    base = opts.base_image or default_base_image(opts.python_version)
     exists = subprocess.run(docker.argv("plugin", "inspect", opts.name), capture_output=True)
     if exists.returncode == 0:
         raise StepError(
