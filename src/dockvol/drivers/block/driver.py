@@ -437,14 +437,18 @@ class BlockDriver(Driver):
             with _os(f"growing the image {image}", f"check free space under {self.images}"):
                 os.truncate(image, size)
         loops = loop.backing(image)
-        if loops:
-            loop.refresh_capacity(loops[0].device)
+        for lp in loops:
+            loop.refresh_capacity(lp.device)
+        with self._lock:
+            in_use = volume.key in self._attached
+        if in_use:
             att = self._attach_and_mount(volume)
             self._grow_online(volume, fs, att)
-        elif fs.name == "ext4":
+        elif fs.name == "ext4" and not loops:
             self._grow_ext4_offline(volume, image)
         else:
-            # xfs grows only while mounted: mount it for the time of the resize.
+            # Not in use: mount it for the time of the resize (xfs grows only while mounted; an
+            # attached ext4 has a live filesystem that only an online resize may touch).
             att = self._attach_and_mount(volume, record=False)
             try:
                 self._grow_online(volume, fs, att)
