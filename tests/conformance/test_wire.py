@@ -64,7 +64,7 @@ def engine_request(path: str, body: bytes) -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: \r\nUser-Agent: Go-http-client/1.1\r\n"
         f"Content-Length: {len(body)}\r\n"
-        "Accept: application/vnd.docker.plugins.v1.2+json\r\nAccept-Encoding: gzip\r\n\r\n"
+        "Accept: application/vnd.docker.plugins.v1.2+json\r\n\r\n"
     ).encode() + body
 
 
@@ -93,6 +93,35 @@ def test_gzip_replies_are_decompressed_like_gos_transport(short_dir: Path) -> No
         assert WireClient(str(rec.path)).call("ls").json == {"Volumes": []}
     finally:
         rec.close()
+
+
+def test_tcp_requests_carry_host_and_accept_encoding_as_gos_transport() -> None:
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    got: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            data = b""
+            while not data.endswith(b"{}\n"):
+                data += conn.recv(65536)
+            got.append(data)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        WireClient(f"tcp://127.0.0.1:{port}").call("list")
+    finally:
+        srv.close()
+    assert got == [
+        (
+            f"POST /VolumeDriver.List HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "User-Agent: Go-http-client/1.1\r\nContent-Length: 3\r\n"
+            "Accept: application/vnd.docker.plugins.v1.2+json\r\nAccept-Encoding: gzip\r\n\r\n{}\n"
+        ).encode()
+    ]
 
 
 @pytest.mark.parametrize(

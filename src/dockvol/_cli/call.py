@@ -59,8 +59,8 @@ def register(subparsers: Any) -> None:
         help="send one request to a volume plugin, as the engine does",
         description="Send one request to any volume plugin shaped exactly as the Docker engine "
         "sends it: POST, empty Host, Accept: application/vnd.docker.plugins.v1.2+json, "
-        "User-Agent: Go-http-client/1.1, Accept-Encoding: gzip, no Content-Type, a JSON body "
-        "ending with a newline (Activate: an empty body).",
+        "User-Agent: Go-http-client/1.1, no Content-Type, a JSON body ending with a newline "
+        "(Activate: an empty body); over TCP, Host host:port and Accept-Encoding: gzip.",
         epilog=USAGE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

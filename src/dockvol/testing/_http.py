@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 # What the engine's Go client (pkg/plugins, Go's net/http transport) puts on the wire, in its
-# order. Go's transport adds Accept-Encoding: gzip itself (compression is not disabled).
+# order (seen from engine 20.10.24). Over unix sockets compression is disabled; over TCP Go's
+# transport adds Accept-Encoding: gzip and the Host is the plugin's host:port.
 ACCEPT = "application/vnd.docker.plugins.v1.2+json"
 USER_AGENT = "Go-http-client/1.1"
 
@@ -131,11 +132,15 @@ class Connection:
         path: str,
         body: bytes,
         *,
-        host: str = "",
+        host: str | None = None,
         headers: Sequence[tuple[str, str]] | None = None,
         timeout: float | None = None,
     ) -> RawReply:
-        """POST ``body`` to ``path``. ``headers`` replaces the engine's set (after Host)."""
+        """POST ``body`` to ``path``. ``host`` defaults to the engine's (empty over unix
+        sockets); ``headers`` replaces the engine's set (after Host)."""
+        a = self.address
+        if host is None:
+            host = "" if a.unix is not None else f"{a.host}:{a.port}"
         if self._conn is None:
             self._conn = self._open()
             self.reconnects += 1
@@ -148,8 +153,9 @@ class Connection:
                 ("User-Agent", USER_AGENT),
                 ("Content-Length", str(len(body))),
                 ("Accept", ACCEPT),
-                ("Accept-Encoding", "gzip"),
             ]
+            if a.unix is None:
+                headers.append(("Accept-Encoding", "gzip"))
         sent = [("Host", host), *headers]
         try:
             conn.putrequest("POST", path, skip_host=True, skip_accept_encoding=True)

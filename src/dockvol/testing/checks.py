@@ -70,9 +70,14 @@ def request_tolerance(ctx: Context) -> None:
         ("engine 20.10 (empty Host, no Content-Type)", "", None),
         ("newer engines (Host plugin.moby.localhost)", "plugin.moby.localhost", None),
         (
-            "without Accept-Encoding",
+            "Go over TCP (Accept-Encoding: gzip)",
             "",
-            [("User-Agent", USER_AGENT), ("Content-Length", "3"), ("Accept", ACCEPT)],
+            [
+                ("User-Agent", USER_AGENT),
+                ("Content-Length", "3"),
+                ("Accept", ACCEPT),
+                ("Accept-Encoding", "gzip"),
+            ],
         ),
     ]
     for label, host, headers in variants:

@@ -138,7 +138,7 @@ class WireClient:
         body: Any = None,
         *,
         raw: bytes | None = None,
-        host: str = "",
+        host: str | None = None,
         headers: Sequence[tuple[str, str]] | None = None,
         conn: Connection | None = None,
         timeout: float | None = None,
