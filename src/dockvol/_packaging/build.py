@@ -55,7 +55,7 @@ def load_driver(name: str) -> type[Driver]:
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("dockvol.drivers"):
             raise StepError(
-                "driver",
+                "choosing the driver",
                 f"no driver named {name!r}",
                 "use a module of dockvol.drivers: --driver local or --driver block",
             ) from None
@@ -63,7 +63,7 @@ def load_driver(name: str) -> type[Driver]:
     cls = getattr(module, "DRIVER", None)
     if not (inspect.isclass(cls) and issubclass(cls, Driver)):
         raise StepError(
-            "driver",
+            "choosing the driver",
             f"dockvol.drivers.{name} has no DRIVER (a Driver subclass)",
             "a driver module names its class in DRIVER = MyDriver",
         )
