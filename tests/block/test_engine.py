@@ -227,6 +227,8 @@ def test_two_containers_share_one_attachment(
     [device] = loops_of(plugin, "shared")
     st = status(engine, "shared")
     assert st["attached"] is True and st["device"] == device and st["mounts"] == 2
+    assert len(st["mount_ids"]) == 2 and st["fs"] == "ext4" and st["size"] == 64 * MiB
+    assert st["used"] >= 0 and 0 < st["free"] <= 64 * MiB
     engine.docker("exec", "share-a", "sh", "-c", "echo from-a > /d/f")
     assert engine.docker("exec", "share-b", "cat", "/d/f").stdout == "from-a\n"
     engine.docker("rm", "-f", "share-a")
@@ -318,6 +320,17 @@ def test_shrinking_is_refused_with_a_clear_message(engine: Engine, plugin: Plugi
     assert r.returncode == 1
     assert "shrinking is not supported" in r.stderr and "64M" in r.stderr
     assert status(engine, "noshrink")["size"] == 64 * MiB
+
+
+def test_any_name_is_stored_by_its_key_never_as_a_path(engine: Engine, plugin: Plugin) -> None:
+    name = "a b ü .."  # ("/" would pass Create but the docker CLI cannot remove it)
+    create(engine, name, size="64M")
+    assert run(engine, name, "echo ok > /d/f && cat /d/f") == "ok\n"
+    img = image(plugin, name)
+    assert img.parent == plugin.root / "images" and img.is_file()
+    assert sorted(p.name for p in plugin.root.iterdir()) == ["images", "mounts"]
+    engine.docker("volume", "rm", name)
+    assert not img.exists()
 
 
 def test_bad_options_are_refused_at_create(engine: Engine, plugin: Plugin) -> None:
