@@ -44,7 +44,7 @@ def test_resize_grows_and_says_so(
     assert (code, err) == (0, "")
     assert out == "volume 'v' resized to 128M (134217728 bytes)\n"
     status = served.client.call("VolumeDriver.Get", {"Name": "v"})
-    assert status.json()["Volume"]["Status"]["size"] == 128 << 20
+    assert status.json["Volume"]["Status"]["size"] == 128 << 20
     served.client.call("VolumeDriver.Remove", {"Name": "v"})
 
 
