@@ -164,16 +164,15 @@ def _start_env(pycache: Path) -> dict[str, str]:
     return env
 
 
-def _one_cold_start(state: Path | None, env: dict[str, str]) -> tuple[float, float]:
+def _one_cold_start(data: Path | None, env: dict[str, str]) -> tuple[float, float]:
     """Spawn ``python -m dockvol serve``; (seconds until Capabilities answers, CPU seconds of
-    the child at that moment). With ``state``, it starts on a copy of that state dir."""
+    the child at that moment). With ``data``, it serves that stopped plugin's root and state
+    (a restart: registry and volume directories as they were); else empty ones."""
     base = common.tmpdir("dvcs")
     sock = base / "p.sock"
-    st = base / "state"
-    if state is not None:
-        shutil.copytree(state, st)
+    data = data or base
     cmd = [sys.executable, "-m", "dockvol", "serve", "--socket", str(sock)]
-    cmd += ["--root", str(base / "root"), "--state", str(st)]
+    cmd += ["--root", str(data / "root"), "--state", str(data / "state")]
     caps = request("VolumeDriver.Capabilities", {})
     with open(base / "log", "wb") as log:
         t0 = time.perf_counter()
@@ -226,17 +225,17 @@ def _summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
-def cold_start(runs: int, state: Path | None = None) -> dict[str, Any]:
+def cold_start(runs: int, data: Path | None = None) -> dict[str, Any]:
     """Cold start to the first answer and, interleaved with it, the interpreter's own start."""
     pycache = common.tmpdir("dvpyc")
     try:
         env = _start_env(pycache)
-        _one_cold_start(state, env)  # fills the bytecode cache; not counted
+        _one_cold_start(data, env)  # fills the bytecode cache; not counted
         serve: list[tuple[float, float]] = []
         bare: list[tuple[float, float]] = []
         for _ in range(runs):
             bare.append(_one_interpreter(env))
-            serve.append(_one_cold_start(state, env))
+            serve.append(_one_cold_start(data, env))
     finally:
         shutil.rmtree(pycache, ignore_errors=True)
     return {"serve": _summary(serve), "interpreter": _summary(bare)}
@@ -260,7 +259,7 @@ def run(quick: bool) -> dict[str, Any]:
         out["floor"] = fl
         plugin.stop()
         out["cold_start"] = cold_start(3 if quick else 15)
-        out["cold_start_loaded"] = cold_start(2 if quick else 3, state=base / "state")["serve"]
+        out["cold_start_loaded"] = cold_start(2 if quick else 3, data=base)["serve"]
         out["cold_start_loaded"]["volumes"] = volumes
     finally:
         plugin.stop()
