@@ -214,9 +214,10 @@ def make_pki(d: Path) -> Path:
 class CutProxy:
     """Forwards 127.0.0.1:``port`` to ``target`` (host:port) until ``cut()``.
 
-    ``cut()`` closes every open connection and refuses new ones (as a network partition seen
-    from the node's side: connections fail fast rather than hang); ``heal()`` lets them through
-    again.
+    ``cut()`` closes every open connection and refuses new ones (a partition the node notices at
+    once: connections fail fast). ``blackhole()`` is the silent kind: connections stay open and
+    new ones are accepted, but nothing gets through, so only timeouts tell. ``heal()`` lets
+    traffic through again (connections that lost data in a blackhole are closed).
     """
 
     def __init__(self, target: str) -> None:
@@ -230,6 +231,7 @@ class CutProxy:
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._cut = False
+        self._blackhole = False
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -246,6 +248,10 @@ class CutProxy:
             if self._cut:
                 client.close()
                 continue
+            if self._blackhole:
+                with self._lock:
+                    self._conns.add(client)  # accepted, never answered
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=2)
                 upstream.settimeout(None)
@@ -260,7 +266,8 @@ class CutProxy:
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self._blackhole:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -280,7 +287,13 @@ class CutProxy:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
 
+    def blackhole(self) -> None:
+        self._blackhole = True
+
     def heal(self) -> None:
+        if self._blackhole:
+            self.cut()  # streams that lost bytes cannot be resumed: make their clients reconnect
+            self._blackhole = False
         self._cut = False
 
     def close(self) -> None:

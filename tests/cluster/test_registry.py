@@ -299,3 +299,33 @@ def test_create_whose_reply_was_lost_and_retried_succeeds(open_node: Open) -> No
     assert lost and a.get("lost-reply") is not None
     with pytest.raises(Conflict):
         a.create(vol("lost-reply"))  # a real second create still conflicts
+
+
+def test_silent_partition_fences_by_timeout_and_never_hangs_mounts(
+    etcd: EtcdCluster, open_node: Open
+) -> None:
+    proxies = [CutProxy(e) for e in etcd.endpoints]
+    try:
+        a = open_node("a", [p.endpoint for p in proxies])
+        a.create(vol("quiet-one", access="single-node"))
+        a.create(vol("quiet-many", access="multi"))
+        for p in proxies:
+            p.blackhole()
+        t = time.monotonic()
+        with pytest.raises(DriverError, match="cannot reach etcd"):
+            a.acquire("quiet-one")
+        assert time.monotonic() - t < 10  # a deadline, not a hang (the engine waits 2 min)
+        t = time.monotonic()
+        a.acquire("quiet-many")
+        a.set_mount("quiet-many", MountRecord("id1", 1, "/shared/quiet-many"))
+        a.delete_mount("quiet-many", "id1")
+        a.release("quiet-many")
+        assert time.monotonic() - t < 5  # multi mounts only try to publish, briefly
+        wait_for(lambda: not a.session.connected(), what="a noticing the silence")
+        for p in proxies:
+            p.heal()
+        wait_for(a.session.connected, timeout=20, what="a reconnecting after the silence")
+        a.acquire("quiet-one")
+    finally:
+        for p in proxies:
+            p.close()

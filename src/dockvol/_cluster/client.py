@@ -224,32 +224,34 @@ class EtcdClient:
         r = self.call("/v3/kv/range", body, deadline)
         return [_kv(x) for x in r.get("kvs", [])], int(r["header"]["revision"])
 
-    def get(self, key: bytes) -> KV | None:
-        kvs, _ = self.range(key)
+    def get(self, key: bytes, deadline: float | None = None) -> KV | None:
+        kvs, _ = self.range(key, deadline=deadline)
         return kvs[0] if kvs else None
 
-    def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
+    def put(self, key: bytes, value: bytes, lease: int = 0, deadline: float | None = None) -> int:
         body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
         if lease:
             body["lease"] = str(lease)
-        return int(self.call("/v3/kv/put", body)["header"]["revision"])
+        return int(self.call("/v3/kv/put", body, deadline)["header"]["revision"])
 
-    def delete(self, key: bytes, range_end: bytes | None = None) -> int:
+    def delete(
+        self, key: bytes, range_end: bytes | None = None, deadline: float | None = None
+    ) -> int:
         body: dict[str, Any] = {"key": _b64(key)}
         if range_end is not None:
             body["range_end"] = _b64(range_end)
-        return int(self.call("/v3/kv/deleterange", body)["header"]["revision"])
+        return int(self.call("/v3/kv/deleterange", body, deadline)["header"]["revision"])
 
     def txn(
         self,
         compare: list[dict[str, Any]],
         success: list[dict[str, Any]],
         failure: list[dict[str, Any]] | None = None,
+        deadline: float | None = None,
     ) -> tuple[bool, int, list[dict[str, Any]]]:
         """Returns (succeeded, revision, responses); build ops with the helpers below."""
-        r = self.call(
-            "/v3/kv/txn", {"compare": compare, "success": success, "failure": failure or []}
-        )
+        body = {"compare": compare, "success": success, "failure": failure or []}
+        r = self.call("/v3/kv/txn", body, deadline)
         return bool(r.get("succeeded")), int(r["header"]["revision"]), r.get("responses", [])
 
     # -- leases --------------------------------------------------------------------------------

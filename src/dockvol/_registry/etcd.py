@@ -59,6 +59,9 @@ log = logging.getLogger("dockvol.cluster")
 #: How long start-up waits for etcd before serving from the local mirror (a managed plugin
 #: must listen within about 9.5 s of its start, or the engine kills it).
 START_TIMEOUT = 5.0
+#: Best-effort writes (publishing mount records, releasing holders) give up this soon: the lease
+#: thread retries them, and a mount must not wait on an etcd that has gone away.
+BEST_EFFORT = 1.0
 #: A fresh snapshot replaces the watch this often, in case a stream went quiet without breaking.
 RESYNC_EVERY = 300.0
 
@@ -272,18 +275,15 @@ class EtcdRegistry(Registry):
         mount = dataclasses.replace(mount, node="")  # local records are this node's by definition
         with self._lock:
             self._local.set_mount(name, mount)
-        self._publish(
-            lambda lease: self.client.put(
-                self.layout.mount(name, self.node, mount.mount_id), encode_mount(mount), lease
-            )
-        )
+        key = self.layout.mount(name, self.node, mount.mount_id)
+        value = encode_mount(mount)
+        self._publish(lambda lease: self.client.put(key, value, lease, BEST_EFFORT))
 
     def delete_mount(self, name: str, mount_id: str) -> None:
         with self._lock:
             self._local.delete_mount(name, mount_id)
-        self._publish(
-            lambda lease: self.client.delete(self.layout.mount(name, self.node, mount_id))
-        )
+        key = self.layout.mount(name, self.node, mount_id)
+        self._publish(lambda lease: self.client.delete(key, deadline=BEST_EFFORT))
 
     def _publish(self, op: Any) -> None:
         """Best effort now; the lease thread reconciles whatever failed (the local record is
@@ -328,8 +328,11 @@ class EtcdRegistry(Registry):
                 self._local.delete(name)
         if access != SINGLE_NODE:
             return
+        if not self.session.connected():
+            self._dirty.set()  # dropped by the lease thread once etcd answers
+            return
         try:
-            self._unhold(name)
+            self._unhold(name, BEST_EFFORT)
         except (EtcdUnavailable, EtcdError) as exc:
             # The lease thread drops it once etcd answers (or the lease expires first).
             log.warning("cannot release single-node volume %r in etcd yet (%s)", name, exc)
@@ -389,11 +392,11 @@ class EtcdRegistry(Registry):
                 return
         raise DriverError(f"volume {name!r} is contended by other nodes; try again")
 
-    def _unhold(self, name: str) -> None:
+    def _unhold(self, name: str, deadline: float | None = None) -> None:
         hk = self.layout.holder(name)
-        kv = self.client.get(hk)
+        kv = self.client.get(hk, deadline)
         if kv is not None and decode_json(kv.value).get("node") == self.node:
-            self.client.txn([ec.cmp_mod(hk, kv.mod_revision)], [ec.op_delete(hk)])
+            self.client.txn([ec.cmp_mod(hk, kv.mod_revision)], [ec.op_delete(hk)], None, deadline)
 
     # -- messages -------------------------------------------------------------------------------
     def _held_elsewhere(self, name: str, holder: Mapping[str, Any]) -> str:
