@@ -56,6 +56,20 @@ def test_plugin_failure_explains_the_defect(short_dir: Path, tmp_path: Path) -> 
     assert "Scope is 'cluster'" in r.stdout and "fix:" in r.stdout
 
 
+def test_plugin_serves_a_driver_class_in_process(tmp_path: Path) -> None:
+    r = inner_pytest(
+        tmp_path,
+        "-p",
+        "dockvol.testing.pytest_plugin",
+        "--dockvol-driver",
+        "dockvol.drivers.local:LocalDriver",
+        "--dockvol-only",
+        "reply-shape,remove-while-mounted,mount-concurrent",
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 passed" in r.stdout
+
+
 def test_two_lines_run_the_whole_suite_on_a_driver_in_process(tmp_path: Path) -> None:
     (tmp_path / "test_mydriver.py").write_text(
         "from dockvol.testing import Config, conformance_tests\n"

@@ -6,6 +6,8 @@ dockvol's public server API (``dockvol.create_app``) and uvicorn.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,8 @@ class InProcessPlugin:
         self.factory = driver
         self.dir = Path(directory)
         self.sock = self.dir / "plugin.sock"
+        if len(str(self.sock)) > 100:  # unix socket paths are limited to 107 bytes
+            self.sock = Path(tempfile.mkdtemp(prefix="dvc", dir="/tmp")) / "plugin.sock"
         self.timeout = timeout
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -86,6 +90,8 @@ class InProcessPlugin:
     def stop(self) -> None:
         self._halt(force=False)
         self.sock.unlink(missing_ok=True)
+        if self.sock.parent != self.dir:
+            shutil.rmtree(self.sock.parent, ignore_errors=True)
 
     def faults(self) -> Faults:
         return Faults(kill=self.kill, restart=self.restart)

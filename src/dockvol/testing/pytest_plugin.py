@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 import shlex
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,7 @@ class _Target:
         self.config = config
         self.plugin: InProcessPlugin | None = None
         self.runner: Runner | None = None
+        self._scratch: Path | None = None
 
     def start(self, tmp: Path) -> Runner:
         if self.runner is not None:
@@ -89,10 +92,19 @@ class _Target:
         self.runner = Runner(client, self.config, faults)
         return self.runner
 
+    def scratch(self) -> Path:
+        """A temporary directory for an in-process driver, removed by ``stop``."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="dvconf"))
+        return self._scratch
+
     def stop(self) -> None:
         if self.plugin is not None:
             self.plugin.stop()
             self.plugin = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
 
 def conformance_tests(
@@ -184,8 +196,7 @@ class ConformanceItem(pytest.Item):
         self.target = target
 
     def runtest(self) -> None:
-        tmp = self.config._tmp_path_factory.mktemp("dockvol-conformance")  # type: ignore[attr-defined]
-        _outcome(self.target.start(tmp), self.check)
+        _outcome(self.target.start(self.target.scratch()), self.check)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, ConformanceFailure):
