@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from typing import Final
 
 from dockvol import DriverError
+from dockvol._sdk.secrets import scrubbed_environ
 
 log = logging.getLogger("dockvol.drivers.block")
 
-# Stable, untranslated messages from the tools (we quote them to the user).
-_ENV: Final = {**os.environ, "LC_ALL": "C", "LANG": "C"}
 #: Long enough for mkfs of a large sparse image; well inside the engine's 2-minute Create timeout.
 DEFAULT_TIMEOUT: Final = 90.0
 
@@ -35,7 +34,8 @@ def run(
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=_ENV,
+            # Untranslated messages (we quote them to the user); no DOCKVOL_SECRET_* for tools.
+            env={**scrubbed_environ(), "LC_ALL": "C", "LANG": "C"},
             stdin=subprocess.DEVNULL,
             check=False,
         )

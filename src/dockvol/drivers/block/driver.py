@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-from dockvol import Driver, DriverError, Option, Volume
+from dockvol import Driver, DriverError, Option, SecretRef, Volume
 
-from . import loop, mounttable
+from . import encryption, loop, mounttable
 from .commands import run
 from .filesystems import (
     FILESYSTEMS,
     Filesystem,
     ext4_bytes,
+    ext4_encrypted,
     parse_mkfs_options,
     parse_mount_options,
     probe,
@@ -93,6 +94,14 @@ class BlockDriver(Driver):
         "uid": Option.id(help="owner of the volume's top directory"),
         "gid": Option.id(help="group of the volume's top directory"),
         "mode": Option.mode(help="permissions of the volume's top directory, like 0750"),
+        "encrypt": Option.boolean(
+            default=False,
+            help="encrypt the volume at rest (ext4 native encryption); needs -o passphrase=",
+        ),
+        "passphrase": Option.secret_ref(
+            help="with encrypt=true: secret:NAME, resolved at create and at every attach from "
+            "the plugin's --secrets-dir or DOCKVOL_SECRET_<NAME>",
+        ),
     }
     needs_mount_privileges: ClassVar[bool] = True
 
@@ -122,6 +131,46 @@ class BlockDriver(Driver):
     @staticmethod
     def _fs(volume: Volume) -> Filesystem:
         return FILESYSTEMS[str(volume.options.get("fs") or "ext4")]
+
+    @staticmethod
+    def _encrypted(volume: Volume) -> bool:
+        return bool(volume.options.get("encrypt"))
+
+    def served(self, volume: Volume) -> Path:
+        """The directory containers get: the filesystem's root, or its encrypted directory."""
+        mp = self.mountpoint(volume)
+        return encryption.served(mp) if self._encrypted(volume) else mp
+
+    @staticmethod
+    def _check_encryption_options(volume: Volume, fs: Filesystem) -> None:
+        has_passphrase = volume.options.get("passphrase") is not None
+        if not BlockDriver._encrypted(volume):
+            if has_passphrase:
+                raise DriverError(
+                    "-o passphrase= is only used with -o encrypt=true: add it, or drop the passphrase"
+                )
+            return
+        if fs.name != "ext4":
+            raise DriverError(
+                f"-o encrypt=true needs -o fs=ext4: {fs.name} has no native encryption; drop "
+                f"-o fs={fs.name}"
+            )
+        if not has_passphrase:
+            raise DriverError(
+                "-o encrypt=true needs -o passphrase=secret:NAME, naming a secret in the plugin's "
+                "--secrets-dir (file NAME) or environment (DOCKVOL_SECRET_<NAME>)"
+            )
+
+    @staticmethod
+    def _passphrase(volume: Volume) -> tuple[str, str]:
+        """The passphrase, resolved now (never cached), and the name of its secret."""
+        ref = volume.options.get("passphrase")
+        if not isinstance(ref, SecretRef):
+            raise DriverError(
+                f"encrypted volume {volume.name!r} has no -o passphrase=secret:NAME; it cannot be "
+                f"unlocked"
+            )
+        return volume.secret("passphrase"), ref.name
 
     # -- start ----------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -165,18 +214,19 @@ class BlockDriver(Driver):
     def recover(self, volume: Volume, mountpoint: Path | None) -> Path | None:
         key = self._key(volume)
         self._unclaimed.pop(key, None)
-        mp = self.mountpoint(volume)
+        mp, served = self.mountpoint(volume), self.served(volume)
         if mountpoint is not None:
-            if Path(mountpoint) != mp:
+            if Path(mountpoint) != served:
                 log.warning(
                     "volume %r was mounted on %s; it is now served from %s",
                     volume.name,
                     mountpoint,
-                    mp,
+                    served,
                 )
-            # Records say containers use it: attach and mount again what a crash or reboot lost.
+            # Records say containers use it: attach and mount again what a crash or reboot lost,
+            # and (encrypted) add the key again from the secret.
             self._attach_and_mount(volume)
-            return mp
+            return served
         if not self.image_path(volume).exists():
             # A crash between the record and the image (Create records first): nothing can have
             # been written to it yet, so make it now.
@@ -219,6 +269,8 @@ class BlockDriver(Driver):
                 if not users:
                     entry = mounttable.mounted_at(mp)
                     if entry is not None and entry.devnum == devnum:
+                        if (mp / encryption.HEADER_NAME).exists():
+                            encryption.lock(mp, key)
                         run(["umount", "--", str(mp)], what=f"unmounting {mp}", hint="")
                     if not loop.held(device):
                         loop.detach(device, self.images / f"{key}.img")
@@ -291,12 +343,17 @@ class BlockDriver(Driver):
             )
         # Refuse options that do not apply to this filesystem now, not at the first mount.
         fs.mount_options(volume.options.get("mountopts") or ())
+        self._check_encryption_options(volume, fs)
+        encrypted = self._encrypted(volume)
         image = self.image_path(volume)
         tmp = image.with_name(image.name + ".new")
-        args = fs.mkfs_args(tmp, volume.options.get("mkfsopts") or ())
+        features = ("encrypt",) if encrypted else ()
+        args = fs.mkfs_args(tmp, volume.options.get("mkfsopts") or (), features)
         if image.exists():
             self._adopt(volume, image, fs, size)
             return
+        # Resolved before anything is written: a missing secret fails the create cleanly.
+        passphrase = self._passphrase(volume)[0] if encrypted else ""
         hint = f"check free space and permissions under {self.images}"
         try:
             with _os(f"creating the image file {tmp}", hint):
@@ -306,6 +363,8 @@ class BlockDriver(Driver):
             run(
                 args, what=f"creating the {fs.name} filesystem of volume {volume.name!r}", hint=hint
             )
+            if encrypted:
+                self._setup_encryption(volume, tmp, passphrase)
             with _os(f"saving the image file {image}", hint):
                 os.rename(tmp, image)
                 self._fsync_dir(self.images)
@@ -313,12 +372,45 @@ class BlockDriver(Driver):
             tmp.unlink(missing_ok=True)
             raise
 
+    def _setup_encryption(self, volume: Volume, image: Path, passphrase: str) -> None:
+        """Mount the new filesystem once to make its encrypted directory (see encryption.py)."""
+        mp = self.mountpoint(volume)
+        device = loop.attach(image)
+        try:
+            self._make_mountpoint(mp)
+            run(
+                ["mount", "-t", "ext4", "--", device, str(mp)],
+                what=f"mounting the new filesystem of volume {volume.name!r} ({device}) on {mp}",
+                hint="check the kernel log (dmesg)",
+            )
+            try:
+                encryption.setup(mp, passphrase)
+            finally:
+                run(
+                    ["umount", "--", str(mp)],
+                    what=f"unmounting the new filesystem of volume {volume.name!r} from {mp}",
+                    hint=f"unmount it (umount {mp}) and create the volume again",
+                )
+        finally:
+            try:
+                loop.detach(device, image)
+            except DriverError as exc:
+                log.warning("%s", exc)
+
     def _adopt(self, volume: Volume, image: Path, fs: Filesystem, size: int) -> None:
         """An image for this key survives from an earlier plugin (state lost, or a crash between
         mkfs and the record): keep its data if it matches, refuse otherwise. Never overwrite."""
         found = probe(image)
         with _os(f"reading {image}", f"check permissions under {self.images}"):
             current = image.stat().st_size
+        if found == "ext4" and ext4_encrypted(image) != self._encrypted(volume):
+            # Reusing it would serve ciphertext names, or claim encryption that is not there.
+            was = "encrypted" if ext4_encrypted(image) else "not encrypted"
+            raise DriverError(
+                f"an image for volume {volume.name!r} already exists at {image} and is {was}, "
+                f"left by an earlier plugin: move or delete it, or create the volume "
+                f"{'with' if was == 'encrypted' else 'without'} -o encrypt=true to keep its data"
+            )
         if found == fs.name and current == size:
             log.warning("volume %r: reusing the existing image %s", volume.name, image)
             return
@@ -372,9 +464,10 @@ class BlockDriver(Driver):
 
     def mount(self, volume: Volume) -> Path:
         self._settle_once()
-        att = self._attach_and_mount(volume)
-        self._apply_ownership(volume, att.mountpoint)
-        return att.mountpoint
+        self._attach_and_mount(volume)
+        served = self.served(volume)
+        self._apply_ownership(volume, served)
+        return served
 
     def unmount(self, volume: Volume) -> None:
         self._settle_once()
@@ -393,6 +486,8 @@ class BlockDriver(Driver):
         with self._lock:
             att = self._attached.get(volume.key)
         out: dict[str, Any] = {"fs": self._fs(volume).name, "attached": att is not None}
+        if self._encrypted(volume):
+            out["encrypted"] = True
         try:
             st = os.stat(self.image_path(volume))
             out["size"] = st.st_size
@@ -442,14 +537,15 @@ class BlockDriver(Driver):
         with self._lock:
             in_use = volume.key in self._attached
         if in_use:
-            att = self._attach_and_mount(volume)
+            # Growing needs no key: an encrypted volume is not unlocked again for it.
+            att = self._attach_and_mount(volume, unlock=False)
             self._grow_online(volume, fs, att)
         elif fs.name == "ext4" and not loops:
             self._grow_ext4_offline(volume, image)
         else:
             # Not in use: mount it for the time of the resize (xfs grows only while mounted; an
             # attached ext4 has a live filesystem that only an online resize may touch).
-            att = self._attach_and_mount(volume, record=False)
+            att = self._attach_and_mount(volume, record=False, unlock=False)
             try:
                 self._grow_online(volume, fs, att)
             finally:
@@ -495,9 +591,12 @@ class BlockDriver(Driver):
         return fs_bytes is not None and size - fs_bytes >= _ALIGN
 
     # -- attach / release -----------------------------------------------------------------------
-    def _attach_and_mount(self, volume: Volume, *, record: bool = True) -> Attachment:
+    def _attach_and_mount(
+        self, volume: Volume, *, record: bool = True, unlock: bool = True
+    ) -> Attachment:
         """Attached and mounted on our mountpoint, reusing what is already there (idempotent: after
-        a crash, a repeat, or a record whose device is gone)."""
+        a crash, a repeat, or a record whose device is gone). An encrypted volume is unlocked with
+        its passphrase, resolved now, unless ``unlock`` is false."""
         fs = self._fs(volume)
         image, mp = self.image_path(volume), self.mountpoint(volume)
         if not image.is_file():
@@ -515,12 +614,10 @@ class BlockDriver(Driver):
         if fresh and fs.name == "ext4" and self._pending_ext4_grow(image):
             self._grow_ext4_offline(volume, image)
         device = loop.attach(image) if fresh else loops[0].device
+        mounted_here = False
         try:
             devnum = _devnum(device)
-            with _os(f"creating the mountpoint {mp}", f"check permissions under {self.mounts}"):
-                mp.mkdir(mode=0o755, exist_ok=True)
-                if mp.is_symlink() or not stat.S_ISDIR(mp.lstat().st_mode):
-                    raise OSError(0, "it is not a directory (refused)")
+            self._make_mountpoint(mp)
             entry = mounttable.mounted_at(mp)
             if entry is None:
                 opts = fs.mount_options(volume.options.get("mountopts") or ())
@@ -538,12 +635,20 @@ class BlockDriver(Driver):
                     hint=f"check the kernel log (dmesg); the filesystem may need a repair "
                     f"({'xfs_repair' if fs.name == 'xfs' else 'e2fsck -f'} {image})",
                 )
+                mounted_here = True
             elif entry.devnum != devnum:
                 raise DriverError(
                     f"{mp} already has another filesystem mounted ({entry.source}); unmount it "
                     f"(umount {mp}) and try again"
                 )
+            if unlock and self._encrypted(volume):
+                passphrase, secret_name = self._passphrase(volume)
+                encryption.unlock(mp, passphrase, volume.name, secret_name)
         except BaseException:
+            # Undo only what this call did: an existing mount may have users.
+            if mounted_here:
+                with suppress(DriverError):
+                    run(["umount", "--", str(mp)], what=f"unmounting {mp}", hint="")
             if fresh:
                 self._detach_quietly(volume, device)
             raise
@@ -557,6 +662,10 @@ class BlockDriver(Driver):
         """Unmount our mountpoint and detach the device (if nothing else holds it)."""
         entry = mounttable.mounted_at(mp)
         if entry is not None and (devnum is None or entry.devnum == devnum):
+            if self._encrypted(volume):
+                # Before unmounting: a copy of the mount in another namespace keeps the
+                # filesystem (and its keyring) alive; without the key it holds only ciphertext.
+                encryption.lock(mp, volume.name)
             run(
                 ["umount", "--", str(mp)],
                 what=f"unmounting volume {volume.name!r} from {mp}",
@@ -576,6 +685,12 @@ class BlockDriver(Driver):
         # False: already gone (auto-cleared, or detached by someone else): nothing to release.
         loop.detach(device, self.image_path(volume))
 
+    def _make_mountpoint(self, mp: Path) -> None:
+        with _os(f"creating the mountpoint {mp}", f"check permissions under {self.mounts}"):
+            mp.mkdir(mode=0o755, exist_ok=True)
+            if mp.is_symlink() or not stat.S_ISDIR(mp.lstat().st_mode):
+                raise OSError(0, "it is not a directory (refused)")
+
     def _detach_quietly(self, volume: Volume, device: str) -> None:
         try:
             loop.detach(device, self.image_path(volume))
@@ -592,9 +707,10 @@ class BlockDriver(Driver):
                 os.chmod(mp, int(mode))
         # An empty lost+found makes a new volume look non-empty: the engine would then skip copying
         # the image's content in, and some programs (initdb) refuse such a directory. fsck
-        # recreates it when it needs it.
-        with suppress(OSError):
-            (mp / "lost+found").rmdir()
+        # recreates it when it needs it. (An encrypted volume serves a subdirectory: no lost+found.)
+        if not self._encrypted(volume):
+            with suppress(OSError):
+                (mp / "lost+found").rmdir()
 
     @staticmethod
     def _fsync_dir(d: Path) -> None:

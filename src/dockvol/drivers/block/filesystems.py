@@ -124,9 +124,12 @@ class Filesystem:
     min_size: int
     mkfs: tuple[str, ...]  # the command and the options we always give it
 
-    def mkfs_args(self, image: Path, options: Sequence[tuple[str, str]]) -> list[str]:
+    def mkfs_args(
+        self, image: Path, options: Sequence[tuple[str, str]], features: Sequence[str] = ()
+    ) -> list[str]:
+        """The mkfs command; ``features``: ext4 features to turn on (``-O encrypt``)."""
         allowed = MKFS_OPTIONS[self.name]
-        extra: list[str] = []
+        extra: list[str] = [a for f in features for a in ("-O", f)]
         for name, value in options:
             opt = allowed.get(name)
             if opt is None:
@@ -202,6 +205,21 @@ def ext4_bytes(image: Path) -> int | None:
     if int.from_bytes(sb[0x60:0x64], "little") & 0x80:  # INCOMPAT_64BIT: high half of the count
         blocks |= int.from_bytes(sb[0x150:0x154], "little") << 32
     return blocks * (1024 << int.from_bytes(sb[24:28], "little"))
+
+
+#: s_feature_incompat bit of an ext4 made with ``-O encrypt``.
+EXT4_INCOMPAT_ENCRYPT: Final = 0x10000
+
+
+def ext4_encrypted(image: Path) -> bool:
+    """Whether the ext4 filesystem in ``image`` has the encrypt feature (from its superblock)."""
+    try:
+        with open(image, "rb") as f:
+            f.seek(1024 + 0x60)
+            incompat = f.read(4)
+    except OSError:
+        return False
+    return len(incompat) == 4 and bool(int.from_bytes(incompat, "little") & EXT4_INCOMPAT_ENCRYPT)
 
 
 def probe(image: Path) -> str | None:
