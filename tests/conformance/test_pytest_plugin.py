@@ -1,4 +1,4 @@
-"""The pytest integration: ``-p dockvol.testing.pytest_plugin`` against a socket, and the
+"""The pytest integration: ``-p dockvol.testing`` (or ``.pytest_plugin``) against a socket, and the
 two-line test class against a Driver in process (crashes included)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def test_plugin_runs_selected_checks_against_a_socket(stub: Stub, tmp_path: Path
     r = inner_pytest(
         tmp_path,
         "-p",
-        "dockvol.testing.pytest_plugin",
+        "dockvol.testing",
         "--dockvol-socket",
         str(stub.sock),
         "--dockvol-only",

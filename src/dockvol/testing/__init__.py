@@ -7,10 +7,13 @@ It speaks only the Docker volume plugin protocol, so it tests plugins written in
     results = run("/run/docker/plugins/myplugin.sock")
     print(report.table(results))
 
-In a pytest run: ``pytest -p dockvol.testing.pytest_plugin --dockvol-socket PATH``, or two lines
-in a test module (see :func:`conformance_tests`). Every check is documented in
+In a pytest run: ``pytest -p dockvol.testing --dockvol-socket PATH`` (the hooks below load
+:mod:`dockvol.testing.pytest_plugin` only when pytest calls them), or two lines in a test module
+(see :func:`conformance_tests`). Every check is documented in
 docs/conformance.md.
 """
+
+from typing import Any
 
 from . import checks as _checks  # noqa: F401  (registers every check in CHECKS)
 from . import report
@@ -41,6 +44,32 @@ __all__ = [
     "select",
     "wait_ready",
 ]
+
+
+# ``pytest -p dockvol.testing``: pytest finds these hooks on this module. They import pytest
+# (through the plugin module) only when called, so the CLI tools never need pytest.
+def pytest_addoption(parser: Any) -> None:
+    from . import pytest_plugin
+
+    pytest_plugin.pytest_addoption(parser)
+
+
+def pytest_configure(config: Any) -> None:
+    from . import pytest_plugin
+
+    pytest_plugin.pytest_configure(config)
+
+
+def pytest_collection_modifyitems(session: Any, config: Any, items: Any) -> None:
+    from . import pytest_plugin
+
+    pytest_plugin.pytest_collection_modifyitems(session, config, items)
+
+
+def pytest_unconfigure(config: Any) -> None:
+    from . import pytest_plugin
+
+    pytest_plugin.pytest_unconfigure(config)
 
 
 def __getattr__(name: str) -> object:
