@@ -7,6 +7,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,6 +123,29 @@ def test_tcp_requests_carry_host_and_accept_encoding_as_gos_transport() -> None:
             "Accept: application/vnd.docker.plugins.v1.2+json\r\nAccept-Encoding: gzip\r\n\r\n{}\n"
         ).encode()
     ]
+
+
+def test_find_plugin_as_the_engine_does(tmp_path: Path) -> None:
+    from dockvol.testing import find_plugin
+
+    socks, etc, lib = tmp_path / "run", tmp_path / "etc", tmp_path / "lib"
+    for d in (socks / "b", etc, lib):
+        d.mkdir(parents=True)
+    dirs: dict[str, Any] = {"sockets_dir": str(socks), "spec_dirs": (str(etc), str(lib))}
+    (socks / "a.sock").touch()
+    (socks / "b" / "b.sock").touch()
+    (etc / "c.spec").write_text("tcp://127.0.0.1:9000\n")
+    (lib / "d.json").write_text(
+        '{"Name": "d", "Addr": "https://h:9443", "TLSConfig": {"CAFile": "/ca.pem"}}'
+    )
+    assert find_plugin("a", **dirs).unix == str(socks / "a.sock")  # type: ignore[arg-type]
+    assert find_plugin("b", **dirs).unix == str(socks / "b" / "b.sock")  # type: ignore[arg-type]
+    c = find_plugin("c", **dirs)
+    assert (c.host, c.port, c.tls) == ("127.0.0.1", 9000, False)
+    d = find_plugin("d", **dirs)
+    assert (d.host, d.port, d.tls, d.tls_ca) == ("h", 9443, True, "/ca.pem")
+    with pytest.raises(FileNotFoundError, match="no plugin 'e'"):
+        find_plugin("e", **dirs)
 
 
 @pytest.mark.parametrize(

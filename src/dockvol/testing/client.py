@@ -172,12 +172,16 @@ def peer_pid(socket_path: str | Path) -> int:
     return int(pid)
 
 
-def find_plugin(name: str) -> Address:
+def find_plugin(
+    name: str,
+    sockets_dir: str = "/run/docker/plugins",
+    spec_dirs: Sequence[str] = ("/etc/docker/plugins", "/usr/lib/docker/plugins"),
+) -> Address:
     """Where the engine would find legacy plugin ``name`` (sockets, then spec files)."""
-    for sock in (f"/run/docker/plugins/{name}.sock", f"/run/docker/plugins/{name}/{name}.sock"):
+    for sock in (f"{sockets_dir}/{name}.sock", f"{sockets_dir}/{name}/{name}.sock"):
         if os.path.exists(sock):
             return Address(unix=sock)
-    for d in ("/etc/docker/plugins", "/usr/lib/docker/plugins"):
+    for d in spec_dirs:
         spec = Path(d, f"{name}.spec")
         if spec.exists():
             return Address.parse(spec.read_text().strip())
@@ -192,6 +196,6 @@ def find_plugin(name: str) -> Address:
                 tls_key=godecode.field(tls, "KeyFile") or None,
             )
     raise FileNotFoundError(
-        f"no plugin {name!r}: no socket in /run/docker/plugins and no spec file in "
-        f"/etc/docker/plugins or /usr/lib/docker/plugins"
+        f"no plugin {name!r}: no socket in {sockets_dir} and no spec file in "
+        f"{' or '.join(spec_dirs)}"
     )
