@@ -20,7 +20,7 @@ from dockvol._sdk.options import parse_options
 def test_etcd_url_endpoints_prefix_and_tls() -> None:
     u = EtcdURL.parse("etcd://10.0.0.1:2379,10.0.0.2:2379")
     assert u.endpoints == ("10.0.0.1:2379", "10.0.0.2:2379")
-    assert (u.prefix, u.tls) == ("/dockvol", False)
+    assert (u.prefix, u.tls) == (None, False)  # the registry then uses /dockvol/<plugin name>
     t = EtcdURL.parse("etcds://h:1/team/vols?ca=/c.pem&cert=/x.pem&key=/k.pem")
     assert (t.prefix, t.tls, t.ca, t.cert, t.key) == (
         "/team/vols",

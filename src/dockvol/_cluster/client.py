@@ -57,12 +57,12 @@ class Event:
 class EtcdURL:
     """``etcd://HOST:PORT[,HOST:PORT...][/PREFIX][?ca=FILE&cert=FILE&key=FILE]``.
 
-    ``etcds://`` (or any of ``ca``/``cert``/``key``) means TLS; the prefix defaults to
-    ``/dockvol``.
+    ``etcds://`` (or any of ``ca``/``cert``/``key``) means TLS. ``prefix`` is ``None`` when the
+    URL names none (the registry then uses ``/dockvol/<plugin name>``).
     """
 
     endpoints: tuple[str, ...]
-    prefix: str
+    prefix: str | None
     tls: bool
     ca: str | None = None
     cert: str | None = None
@@ -84,7 +84,7 @@ class EtcdURL:
         unknown = sorted(set(q) - {"ca", "cert", "key"})
         if unknown:
             raise ValueError(f"unknown etcd URL parameter(s) {unknown}; valid: ca, cert, key")
-        prefix = "/" + unquote(parts.path).strip("/") if parts.path.strip("/") else "/dockvol"
+        prefix = "/" + unquote(parts.path).strip("/") if parts.path.strip("/") else None
         tls = parts.scheme == "etcds" or bool(q)
         return cls(endpoints, prefix, tls, q.get("ca"), q.get("cert"), q.get("key"))
 

@@ -1,6 +1,6 @@
 """Where the cluster's records live in etcd, and how they are encoded.
 
-Under the prefix ``P`` (``/dockvol`` unless the URL says otherwise)::
+Under the prefix ``P`` (the URL's path, else ``/dockvol/<plugin name>``)::
 
     P/volumes/<name>                   {"name","key","options","created_at"}   durable
     P/mounts/<name>/<node>/<mount-id>  {"count","mountpoint"}                  on the node's lease

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .._cluster import client as ec
 from .._cluster.access import MULTI, SINGLE_NODE, access_of
@@ -73,8 +74,13 @@ def open_registry(
     lease_ttl: float,
     *,
     default_access: str = MULTI,
+    plugin: str = "dockvol",
 ) -> Registry:
-    """``--registry URL`` -> a registry (``sqlite:`` or ``etcd://...``; see :class:`EtcdURL`)."""
+    """``--registry URL`` -> a registry (``sqlite:`` or ``etcd://...``; see :class:`EtcdURL`).
+
+    Records live under the URL's path, or ``/dockvol/<plugin>`` (the ``--name`` the engine knows
+    the plugin by), so two plugins sharing one etcd never see each other's volumes.
+    """
     if url in ("", "sqlite", "sqlite:"):
         return SqliteRegistry(state_dir)
     try:
@@ -89,7 +95,7 @@ def open_registry(
     # shorter deadline of their own (Session.period).
     reg = EtcdRegistry(
         EtcdClient.from_url(parsed, timeout=2.0, deadline=5.0),
-        Layout(parsed.prefix),
+        Layout(parsed.prefix or f"/dockvol/{quote(plugin, safe='')}"),
         node,
         SqliteRegistry(state_dir),
         lease_ttl,
