@@ -329,3 +329,17 @@ def test_silent_partition_fences_by_timeout_and_never_hangs_mounts(
     finally:
         for p in proxies:
             p.close()
+
+
+def test_a_reconcile_between_acquire_and_first_mount_record_keeps_the_hold(
+    open_node: Open,
+) -> None:
+    a, b = open_node("a", access="single-node"), open_node("b", access="single-node")
+    a.create(vol("mounting"))
+    wait_for(lambda: b.get("mounting"), what="volume on b")
+    a.acquire("mounting")  # the driver is mounting: no mount record yet
+    a._dirty.set()
+    a.session.kick()
+    wait_for(lambda: not a._dirty.is_set(), what="a reconcile round on a")
+    with pytest.raises(DriverError, match="in use on node 'a'"):
+        b.acquire("mounting")

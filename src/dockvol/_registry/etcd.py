@@ -132,6 +132,9 @@ class EtcdRegistry(Registry):
         self._holders: dict[str, dict[str, Any]] = {}
         self._nodes: dict[str, dict[str, Any]] = {}
         self._orphans: set[str] = set()  # removed in etcd, kept here while still mounted
+        # Single-node volumes the service acquired and has not released: held even before their
+        # first mount record exists (the driver is mounting), so a reconcile never drops them.
+        self._acquired: set[str] = set()
         self._dirty = threading.Event()  # this node's published state needs a reconcile
         self._stop = threading.Event()
         self._synced = threading.Event()
@@ -318,6 +321,8 @@ class EtcdRegistry(Registry):
             raise DriverError(self._fenced(name, self.session.last_error or "no valid lease"))
         try:
             self._hold(name, lease)
+            with self._lock:
+                self._acquired.add(name)
         except LeaseNotFound:
             self.session.lost()
             raise DriverError(self._fenced(name, "this node's lease expired")) from None
@@ -334,6 +339,8 @@ class EtcdRegistry(Registry):
                 self._local.delete(name)
         if access != SINGLE_NODE:
             return
+        with self._lock:
+            self._acquired.discard(name)
         if not self.session.connected():
             self._dirty.set()  # dropped by the lease thread once etcd answers
             return
@@ -587,6 +594,8 @@ class EtcdRegistry(Registry):
                 wanted[self.layout.mount(rec.name, self.node, m.mount_id)] = encode_mount(m)
             if rec.mounts and access_of(rec.options, self.default_access) == SINGLE_NODE:
                 single.append(rec.name)
+        with self._lock:
+            single += [n for n in self._acquired if n not in single]
         for key, value in wanted.items():
             old = published.get(key)
             if old is None or old.value != value or old.lease != lease:
