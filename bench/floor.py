@@ -40,30 +40,48 @@ asyncio.run(main())
 """
 
 
-def measure(n: int) -> dict[str, Any]:
-    base = common.tmpdir("dvfl")
-    sock = base / "f.sock"
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(sock)])
-    try:
+class Floor:
+    """The floor server, running: ``with Floor() as f: f.timed(requests)``."""
+
+    def __enter__(self) -> Floor:
+        self.base = common.tmpdir("dvfl")
+        sock = self.base / "f.sock"
+        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(sock)])
         deadline = time.monotonic() + 20
         while True:
             try:
-                conn = Connection(str(sock))
-                break
+                self.conn = Connection(str(sock))
+                return self
             except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.__exit__()
                     raise RuntimeError("the floor server did not start") from None
                 time.sleep(0.01)  # polling for the socket
-        reqs = [request("VolumeDriver.Get", {"Name": "x"})] * n
-        timed(conn, reqs[: min(500, n)])
-        before = stats.cpu_seconds(proc.pid)
-        lat = timed(conn, reqs)
-        cpu = stats.cpu_seconds(proc.pid) - before
-        conn.close()
-    finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(base, ignore_errors=True)
+
+    def timed(self, reqs: list[bytes]) -> tuple[list[float], float]:
+        """Latencies of ``reqs``, and the server's CPU seconds for them."""
+        before = stats.cpu_seconds(self.proc.pid)
+        lat = timed(self.conn, reqs)
+        return lat, stats.cpu_seconds(self.proc.pid) - before
+
+    def __exit__(self, *exc: object) -> None:
+        if hasattr(self, "conn"):
+            self.conn.close()
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def measure(n: int) -> dict[str, Any]:
+    """The floor alone: ``n`` requests after a warm-up."""
+    reqs = [request("VolumeDriver.Get", {"Name": "x"})] * n
+    with Floor() as f:
+        f.timed(reqs[: min(500, n)])
+        lat, cpu = f.timed(reqs)
+    return row(lat, cpu, n)
+
+
+def row(lat: list[float], cpu: float, n: int) -> dict[str, Any]:
     return {
         "endpoint": "floor",
         "concurrency": 1,

@@ -289,7 +289,7 @@ def _socket(s: dict[str, Any]) -> list[str]:
     )
     rows.append(
         [
-            "floor: fixed reply from a bare asyncio server",
+            "floor: fixed reply from a bare asyncio server (interleaved with Get)",
             1,
             fl["n"],
             fl["p50_ms"],
