@@ -135,6 +135,7 @@ class EtcdRegistry(Registry):
         # Single-node volumes the service acquired and has not released: held even before their
         # first mount record exists (the driver is mounting), so a reconcile never drops them.
         self._acquired: set[str] = set()
+        self._publish_locks = [threading.Lock() for _ in range(32)]
         self._dirty = threading.Event()  # this node's published state needs a reconcile
         self._stop = threading.Event()
         self._synced = threading.Event()
@@ -282,17 +283,25 @@ class EtcdRegistry(Registry):
     # -- writes: this node's mounts (local first, then published) -------------------------------
     def set_mount(self, name: str, mount: MountRecord) -> None:
         mount = dataclasses.replace(mount, node="")  # local records are this node's by definition
-        with self._lock:
-            self._local.set_mount(name, mount)
         key = self.layout.mount(name, self.node, mount.mount_id)
         value = encode_mount(mount)
-        self._publish(lambda lease: self.client.put(key, value, lease, BEST_EFFORT))
+        with self._publishing(name):
+            with self._lock:
+                self._local.set_mount(name, mount)
+            self._publish(lambda lease: self.client.put(key, value, lease, BEST_EFFORT))
 
     def delete_mount(self, name: str, mount_id: str) -> None:
-        with self._lock:
-            self._local.delete_mount(name, mount_id)
         key = self.layout.mount(name, self.node, mount_id)
-        self._publish(lambda lease: self.client.delete(key, deadline=BEST_EFFORT))
+        with self._publishing(name):
+            with self._lock:
+                self._local.delete_mount(name, mount_id)
+            self._publish(lambda lease: self.client.delete(key, deadline=BEST_EFFORT))
+
+    def _publishing(self, name: str) -> threading.Lock:
+        """One of a few locks, by volume: a local change and its publish happen together, so a
+        reconcile of the same volume never interleaves with them (and never resurrects or drops
+        a record); other volumes are not held up."""
+        return self._publish_locks[hash(name) % len(self._publish_locks)]
 
     def _publish(self, op: Any) -> None:
         """Best effort now; the lease thread reconciles whatever failed (the local record is
@@ -575,6 +584,30 @@ class EtcdRegistry(Registry):
                 self._dirty.set()
                 raise
 
+    def _reconcile_mounts(self, name: str, lease: int) -> None:
+        """Make etcd show this node's mount records of ``name`` (read afresh, under the
+        volume's publishing lock, so no concurrent Mount or Unmount can slip in between)."""
+        with self._publishing(name):
+            kvs, _ = self.client.range(
+                self.layout.mounts_of(name), ec.prefix_end(self.layout.mounts_of(name))
+            )
+            published = {}
+            for kv in kvs:
+                parsed = self.layout.parse(kv.key)
+                if parsed and len(parsed[1]) == 3 and parsed[1][1] == self.node:
+                    published[kv.key] = kv
+            rec = self._local.get(name)
+            wanted = {
+                self.layout.mount(name, self.node, m.mount_id): encode_mount(m)
+                for m in (rec.mounts.values() if rec else ())
+            }
+            for key, value in wanted.items():
+                old = published.get(key)
+                if old is None or old.value != value or old.lease != lease:
+                    self.client.put(key, value, lease)
+            for key in published.keys() - wanted.keys():
+                self.client.delete(key)
+
     def _reconcile(self, lease: int) -> None:
         """Make etcd show exactly this node's durable state, on the current lease."""
         self.client.put(
@@ -582,26 +615,20 @@ class EtcdRegistry(Registry):
         )
         mounts_root = self.layout.kind(MOUNTS)
         kvs, _ = self.client.range(mounts_root, ec.prefix_end(mounts_root))
-        published: dict[bytes, ec.KV] = {}
+        names = {rec.name for rec in self._local.all() if rec.mounts}
         for kv in kvs:
             parsed = self.layout.parse(kv.key)
             if parsed and len(parsed[1]) == 3 and parsed[1][1] == self.node:
-                published[kv.key] = kv
-        wanted: dict[bytes, bytes] = {}
-        single: list[str] = []
-        for rec in list(self._local.all()):
-            for m in rec.mounts.values():
-                wanted[self.layout.mount(rec.name, self.node, m.mount_id)] = encode_mount(m)
-            if rec.mounts and access_of(rec.options, self.default_access) == SINGLE_NODE:
-                single.append(rec.name)
+                names.add(parsed[1][0])
+        for name in sorted(names):
+            self._reconcile_mounts(name, lease)
+        single = [
+            rec.name
+            for rec in self._local.all()
+            if rec.mounts and access_of(rec.options, self.default_access) == SINGLE_NODE
+        ]
         with self._lock:
             single += [n for n in self._acquired if n not in single]
-        for key, value in wanted.items():
-            old = published.get(key)
-            if old is None or old.value != value or old.lease != lease:
-                self.client.put(key, value, lease)
-        for key in published.keys() - wanted.keys():
-            self.client.delete(key)
         # Holders: keep the ones containers here still need, drop the rest.
         for name in single:
             try:
