@@ -57,6 +57,7 @@ class State:
         self.lock = threading.RLock()
         self.vols: dict[str, dict[str, Any]] = {}
         self.listed: set[str] = set()  # "list-stale": names List reports
+        self.required = ""  # an option every Create must carry (not a defect)
         if os.path.exists(path):
             with open(path) as f:
                 self.vols = json.load(f)
@@ -142,6 +143,8 @@ class Handler(BaseHTTPRequestHandler):
             if ep == "VolumeDriver.Create":
                 if vol is not None:
                     return {"Err": "volume exists"} if d == "create-exists-err" else {}
+                if st.required and st.required not in (body.get("Opts") or {}):
+                    return {"Err": f"option {st.required!r} is required"}
                 now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
                 st.vols[name] = {"opts": body.get("Opts") or {}, "created": now, "mounts": {}}
                 st.listed.add(name)
@@ -226,9 +229,11 @@ def main() -> None:
     ap.add_argument("--state", required=True)
     ap.add_argument("--root", required=True)
     ap.add_argument("--defect", default="", choices=["", *DEFECTS])
+    ap.add_argument("--require-opt", default="", help="an option every Create must carry")
     a = ap.parse_args()
     os.makedirs(a.root, exist_ok=True)
     Handler.state = State(a.state, a.root, a.defect)
+    Handler.state.required = a.require_opt
     if os.path.exists(a.socket):  # a stale socket of a killed predecessor
         probe = socket.socket(socket.AF_UNIX)
         try:

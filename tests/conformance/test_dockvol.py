@@ -169,3 +169,19 @@ def test_conformance_cli_usage_errors(tmp_path: Path) -> None:
     assert r.returncode == 3
     r = dockvol("conformance", "--list")
     assert r.returncode == 0 and all(name in r.stdout for name in CHECKS)
+
+
+def test_conformance_cli_sends_options_to_plugins_that_need_them(short_dir: Path) -> None:
+    from .conftest import Stub
+
+    stub = Stub(short_dir)
+    stub.args += ["--require-opt", "size"]
+    stub.start()
+    try:
+        base = ["conformance", "--socket", str(stub.sock), "--skip", "keep-alive"]
+        without = dockvol(*base, "--only", "reply-shape,create-idempotent")
+        with_opt = dockvol(*base, "--volumes", "100", "-o", "size=1G")
+    finally:
+        stub.stop()
+    assert without.returncode == 1 and "option 'size' is required" in without.stdout
+    assert with_opt.returncode == 0, with_opt.stdout

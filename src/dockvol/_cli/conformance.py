@@ -103,6 +103,15 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="idle time of the keep-alive check (6)",
     )
+    p.add_argument(
+        "-o",
+        "--opt",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="an option for every volume the kit creates, for plugins that need some "
+        "(repeatable; default: none, as docker volume create without -o)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and summary")
     p.set_defaults(func=_conformance)
 
@@ -141,7 +150,15 @@ def _conformance(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 3
+    opts: dict[str, str] = {}
+    for o in args.opt:
+        k, sep, v = o.partition("=")
+        if not sep or not k:
+            print(f"dockvol conformance: option {o!r}: write it as key=value", file=sys.stderr)
+            return 2
+        opts[k] = v
     config = Config(
+        opts=opts or None,
         volumes=args.volumes,
         get_p99_ms=args.get_budget_ms,
         list_p99_ms=args.list_budget_ms,

@@ -223,7 +223,7 @@ def get_echoes_name(ctx: Context) -> None:
     accepted = [plain]
     for n in odd:
         ctx.created.add(n)
-        r = ctx.call("VolumeDriver.Create", {"Name": n, "Opts": None})
+        r = ctx.call("VolumeDriver.Create", {"Name": n, "Opts": ctx.opts()})
         if r.status == 200 and not r.err and r.object() is not None:
             accepted.append(n)
         else:
@@ -312,7 +312,9 @@ def get_not_found(ctx: Context) -> None:
 )
 def create_idempotent(ctx: Context) -> None:
     opts: dict[str, str] | None
-    for opts in (None, {}):
+    if ctx.config.opts is not None:
+        ctx.info("Create with the configured options only; Opts null and {} not tried")
+    for opts in (None, {}) if ctx.config.opts is None else (ctx.opts(),):
         name = ctx.name()
         ctx.create(name, opts)
         ctx.create(name, opts)
@@ -543,7 +545,8 @@ def latency(ctx: Context) -> None:
         with ctx.client.connection() as conn:
             for nm in chunk:
                 ctx.created.add(nm)
-                r = ctx.call("VolumeDriver.Create", {"Name": nm, "Opts": None}, conn=conn)
+                body = {"Name": nm, "Opts": ctx.opts()}
+                r = ctx.call("VolumeDriver.Create", body, conn=conn)
                 if r.status != 200 or r.err:
                     raise CheckFailed(f"Create {nm!r}: {r.err or r.describe()}")
 

@@ -278,7 +278,7 @@ def crash_during_burst(ctx: Context) -> None:
             with lock:
                 vols[name] = v
                 ctx.created.add(name)
-            res = op("VolumeDriver.Create", {"Name": name, "Opts": None})
+            res = op("VolumeDriver.Create", {"Name": name, "Opts": ctx.opts()})
             if not res:
                 return
             v.created = True

@@ -161,9 +161,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--dockvol-only", default="", help="comma-separated checks to run")
     g.addoption("--dockvol-skip", default="", help="comma-separated checks to skip")
     g.addoption("--dockvol-volumes", type=int, default=1000, help="volumes for the latency check")
+    g.addoption(
+        "--dockvol-opt",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="an option for every volume the kit creates (repeatable)",
+    )
 
 
 _KEY = pytest.StashKey[_Target]()
+
+
+def _opts(values: list[str]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        k, sep, val = v.partition("=")
+        if not sep or not k:
+            raise ValueError(f"--dockvol-opt {v!r}: write it as key=value")
+        out[k] = val
+    return out
 
 
 def _names(text: str) -> list[str]:
@@ -183,7 +200,10 @@ def pytest_configure(config: pytest.Config) -> None:
             destructive=opt("--dockvol-destructive"),
             restart_cmd=opt("--dockvol-restart-cmd"),
             kill_cmd=opt("--dockvol-kill-cmd"),
-            config=Config(volumes=opt("--dockvol-volumes")),
+            config=Config(
+                volumes=opt("--dockvol-volumes"),
+                opts=_opts(opt("--dockvol-opt")) or None,
+            ),
         )
     except ValueError as e:
         raise pytest.UsageError(f"dockvol conformance: {e}") from e

@@ -48,6 +48,9 @@ class Config:
     concurrency: int = 16
     #: How long a restarted plugin may take to answer again.
     restart_timeout: float = 30.0
+    #: Options sent with every Create the kit makes, for plugins whose volumes need some
+    #: (``None``: the checks send ``Opts`` as null or ``{}``, as the engine does without -o).
+    opts: dict[str, str] | None = None
 
 
 @dataclass
@@ -226,10 +229,14 @@ class Context:
         return err
 
     # -- volume helpers that remember what to clean up ---------------------------------------
+    def opts(self, opts: dict[str, str] | None = None) -> dict[str, str] | None:
+        """The Opts to send: the configured options when there are some, else ``opts``."""
+        return dict(self.config.opts) if self.config.opts is not None else opts
+
     def create(self, name: str, opts: dict[str, str] | None = None) -> None:
         with self._lock:
             self.created.add(name)
-        self.ok("VolumeDriver.Create", {"Name": name, "Opts": opts})
+        self.ok("VolumeDriver.Create", {"Name": name, "Opts": self.opts(opts)})
 
     def remove(self, name: str) -> None:
         self.ok("VolumeDriver.Remove", {"Name": name})
