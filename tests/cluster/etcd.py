@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -131,9 +132,15 @@ class EtcdCluster:
                 "--cert-file", str(p / "server.pem"), "--key-file", str(p / "server-key.pem"),
                 "--trusted-ca-file", str(p / "ca.pem"), "--client-cert-auth",
             ]  # fmt: skip
+        env = dict(os.environ)
+        if platform.machine() not in ("x86_64", "AMD64"):
+            # etcd 3.4 refuses to start on other architectures (arm64...) unless told to.
+            env["ETCD_UNSUPPORTED_ARCH"] = {"aarch64": "arm64"}.get(
+                platform.machine(), platform.machine()
+            )
         with open(m.log, "ab") as log:
             m.proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
 
     def _put(self, m: Member, timeout: float = 2.0) -> bool:
