@@ -3,6 +3,7 @@ ext4 fscrypt v2 on loop devices (needs root and CONFIG_FS_ENCRYPTION)."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -323,3 +324,49 @@ def test_key_identifier_matches_the_kernel(driver: BlockDriver, make: Make) -> N
     finally:
         driver.unmount(e)
     driver.remove(e)
+
+
+def test_a_create_interrupted_while_mounted_is_released_at_start(
+    root: Path, driver: BlockDriver, make: Make
+) -> None:
+    """A crash while create had the new filesystem mounted (to make its encrypted directory)."""
+    v = encrypted(make, "interrupted")
+    driver.create(v)
+    tmp = driver.image_path(v).with_name(driver.image_path(v).name + ".new")
+    driver.image_path(v).rename(tmp)
+    device = loop.attach(tmp)
+    mp = driver.mountpoint(v)
+    subprocess.run(["mount", "-t", "ext4", device, str(mp)], check=True)
+    after = BlockDriver(root)
+    after.setup()
+    assert loop.backing(tmp) == [] and mounttable.mounted_at(mp) is None
+    assert after.recover(v, None) is None  # the record without an image: created again
+    assert after.audit([v]) == [] and not tmp.exists()
+    served = after.mount(v)
+    try:
+        assert os.listdir(served) == []
+    finally:
+        after.unmount(v)
+    after.remove(v)
+
+
+def test_ioctl_numbers_and_layouts_are_those_of_linux_fscrypt_h() -> None:
+    # Values of the macros and sizeof() in /usr/include/linux/fscrypt.h (Linux 6.x, x86-64).
+    assert fscrypt.FS_IOC_SET_ENCRYPTION_POLICY == 0x800C6613
+    assert fscrypt.FS_IOC_GET_ENCRYPTION_POLICY_EX == 0xC0096616
+    assert fscrypt.FS_IOC_ADD_ENCRYPTION_KEY == 0xC0506617
+    assert fscrypt.FS_IOC_REMOVE_ENCRYPTION_KEY == 0xC0406618
+    assert fscrypt.FS_IOC_GET_ENCRYPTION_KEY_STATUS == 0xC080661A
+    assert fscrypt._POLICY_V2.size == 24 and fscrypt._KEY_SPEC.size == 40
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"n": 1 << 30}, {"n": 1000}, {"r": 0}, {"p": 64}, {"salt": "00"}, {"kdf": "md5"}],
+)
+def test_a_tampered_header_is_refused(change: dict[str, object]) -> None:
+    good = encryption.Header(os.urandom(32), 1 << 15, 8, 1, os.urandom(16))
+    assert encryption.Header.from_json(good.to_json()) == good
+    bad = json.dumps({**json.loads(good.to_json()), **change})
+    with pytest.raises(ValueError):
+        encryption.Header.from_json(bad)

@@ -192,6 +192,9 @@ class BlockDriver(Driver):
         """Detach our loop devices that nothing holds (provably unused: no filesystem on them is
         mounted in any namespace); remember the mounted ones for :meth:`recover` to claim."""
         for lp in loop.under(self.images):
+            if lp.backing.endswith(".img.new"):
+                self._drop_interrupted_create(lp)
+                continue
             key = Path(lp.backing).name.removesuffix(".img")
             if loop.held(lp.device):
                 if lp.deleted:
@@ -210,6 +213,20 @@ class BlockDriver(Driver):
                 loop.detach(lp.device, lp.backing)
             except DriverError as exc:
                 log.warning("%s", exc)
+
+    def _drop_interrupted_create(self, lp: loop.Loop) -> None:
+        """A crash while create had a new encrypted filesystem mounted (to make its encrypted
+        directory): nobody ever used it; unmount it from our mountpoint and detach it. The image
+        itself is deleted by :meth:`audit`, or replaced when the volume is created again."""
+        mp = self.mounts / Path(lp.backing).name.removesuffix(".img.new")
+        log.warning("releasing %s of %s, left by an interrupted create", lp.device, lp.backing)
+        try:
+            entry = mounttable.mounted_at(mp)
+            if entry is not None and entry.devnum == lp.devnum:
+                run(["umount", "--", str(mp)], what=f"unmounting {mp}", hint="")
+            loop.detach(lp.device, lp.backing)
+        except DriverError as exc:
+            log.warning("%s", exc)
 
     def recover(self, volume: Volume, mountpoint: Path | None) -> Path | None:
         key = self._key(volume)
