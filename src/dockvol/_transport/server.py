@@ -87,6 +87,8 @@ def run(
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        asyncio.run(main())
+        # uvloop when installed (the `fast` extra), as uvicorn's own run() would choose.
+        with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+            runner.run(main())
     finally:
         signal.signal(signal.SIGTERM, previous)
