@@ -160,9 +160,17 @@ def open_registry(args: argparse.Namespace, driver_cls: type[Any]) -> Any:
     if url.startswith(("etcd://", "etcds://")):
         from dockvol._registry.etcd import open_registry as open_etcd
 
-        access = driver_cls.options.get("access")  # the driver's default access mode
-        default = access.default if access is not None else "multi"
-        return open_etcd(url, args.node, args.state, args.lease_ttl, default_access=default)
+        # The driver's default access mode; a driver that declares none and whose volumes are
+        # not shared storage (scope local, e.g. block) gets single-node: one node at a time.
+        access = driver_cls.options.get("access")
+        default = (
+            access.default
+            if access is not None
+            else ("multi" if driver_cls.scope == "global" else "single-node")
+        )
+        return open_etcd(
+            url, args.node, args.state, args.lease_ttl, default_access=default, plugin=args.name
+        )
     raise SystemExit(f"dockvol serve: unknown --registry {url!r}: use sqlite: or etcd://HOST:PORT")
 
 
@@ -276,6 +284,8 @@ def _side_servers(args: argparse.Namespace, app: Any, service: Any, tcp_plan: An
         from dockvol._transport.tcp import serve_tcp
 
         out.append(serve_tcp(tcp_plan, app, name=args.name, spec_dir=args.spec_dir))
+    if not args.metrics:
+        return out  # no listener, no per-request counting
     from dockvol import __version__
     from dockvol._transport.metrics import Metrics, serve_metrics
 
@@ -289,6 +299,5 @@ def _side_servers(args: argparse.Namespace, app: Any, service: Any, tcp_plan: An
         lambda: service.summary()["active_mounts"],
     )
     metrics.gauge("ready", "1 once reconciled and serving.", lambda: service.health.ready)
-    if args.metrics:
-        out.append(serve_metrics(args.metrics, metrics, service.health.as_dict))
+    out.append(serve_metrics(args.metrics, metrics, service.health.as_dict))
     return out
