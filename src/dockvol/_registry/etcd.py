@@ -37,6 +37,7 @@ from urllib.parse import quote
 from .._cluster import client as ec
 from .._cluster.access import MULTI, SINGLE_NODE, access_of
 from .._cluster.client import EtcdClient, EtcdError, EtcdUnavailable, EtcdURL, LeaseNotFound
+from .._cluster.holders import Holders
 from .._cluster.keys import (
     HOLDERS,
     MOUNTS,
@@ -144,6 +145,7 @@ class EtcdRegistry(Registry):
         self.session = Session(
             client, lease_ttl, on_lease=self._on_lease, on_tick=self._on_tick, on_lost=self._resync
         )
+        self.holders = Holders(client, layout, node, self.session.ttl)
         self._watcher = threading.Thread(target=self._watch_loop, name="dockvol-watch", daemon=True)
 
     # -- start and stop -------------------------------------------------------------------------
@@ -241,7 +243,9 @@ class EtcdRegistry(Registry):
                 [ec.op_get(key)],
             )
         except (EtcdUnavailable, EtcdError) as exc:
-            raise DriverError(self._unreachable(f"create volume {record.name!r}", exc)) from None
+            raise DriverError(
+                self.holders.unreachable(f"create volume {record.name!r}", exc)
+            ) from None
         if ok:
             self._apply_definition(record.name, bare, rev)
         else:
@@ -266,7 +270,7 @@ class EtcdRegistry(Registry):
                 [], [ec.op_delete(self.layout.volume(name)), ec.op_delete(self.layout.holder(name))]
             )
         except (EtcdUnavailable, EtcdError) as exc:
-            raise DriverError(self._unreachable(f"remove volume {name!r}", exc)) from None
+            raise DriverError(self.holders.unreachable(f"remove volume {name!r}", exc)) from None
         self._apply_definition(name, None, rev)
 
     def set_options(self, name: str, options: Mapping[str, str]) -> None:
@@ -277,7 +281,7 @@ class EtcdRegistry(Registry):
         try:
             rev = self.client.put(self.layout.volume(name), encode_volume(new))
         except (EtcdUnavailable, EtcdError) as exc:
-            raise DriverError(self._unreachable(f"change volume {name!r}", exc)) from None
+            raise DriverError(self.holders.unreachable(f"change volume {name!r}", exc)) from None
         self._apply_definition(name, new, rev)
 
     # -- writes: this node's mounts (local first, then published) -------------------------------
@@ -327,16 +331,18 @@ class EtcdRegistry(Registry):
             return
         lease = self.session.valid_lease()
         if lease is None:
-            raise DriverError(self._fenced(name, self.session.last_error or "no valid lease"))
+            raise DriverError(
+                self.holders.fenced(name, self.session.last_error or "no valid lease")
+            )
         try:
-            self._hold(name, lease)
+            self.holders.hold(name, lease)
             with self._lock:
                 self._acquired.add(name)
         except LeaseNotFound:
             self.session.lost()
-            raise DriverError(self._fenced(name, "this node's lease expired")) from None
+            raise DriverError(self.holders.fenced(name, "this node's lease expired")) from None
         except (EtcdUnavailable, EtcdError) as exc:
-            raise DriverError(self._fenced(name, str(exc))) from None
+            raise DriverError(self.holders.fenced(name, str(exc))) from None
 
     def release(self, name: str) -> None:
         access = self.access(name)
@@ -354,7 +360,7 @@ class EtcdRegistry(Registry):
             self._dirty.set()  # dropped by the lease thread once etcd answers
             return
         try:
-            self._unhold(name, BEST_EFFORT)
+            self.holders.unhold(name, BEST_EFFORT)
         except (EtcdUnavailable, EtcdError) as exc:
             # The lease thread drops it once etcd answers (or the lease expires first).
             log.warning("cannot release single-node volume %r in etcd yet (%s)", name, exc)
@@ -363,85 +369,12 @@ class EtcdRegistry(Registry):
     def before_remove(self, name: str) -> None:
         """Refuse to remove a volume another node uses (a fresh read from etcd, not the view)."""
         try:
-            _, _, resp = self.client.txn(
-                [],
-                [
-                    ec.op_get_prefix(self.layout.mounts_of(name)),
-                    ec.op_get(self.layout.holder(name)),
-                ],
-            )
+            nodes = self.holders.users_elsewhere(name)
         except (EtcdUnavailable, EtcdError) as exc:
-            raise DriverError(self._unreachable(f"check who uses volume {name!r}", exc)) from None
-        nodes = set()
-        for kv in ec.range_kvs(resp[0]):
-            parsed = self.layout.parse(kv.key)
-            if parsed and len(parsed[1]) >= 2 and parsed[1][1] != self.node:
-                nodes.add(parsed[1][1])
-        for kv in ec.range_kvs(resp[1]):
-            holder = decode_json(kv.value).get("node")
-            if holder and holder != self.node:
-                nodes.add(str(holder))
+            msg = self.holders.unreachable(f"check who uses volume {name!r}", exc)
+            raise DriverError(msg) from None
         if nodes:
-            raise DriverError(
-                f"volume {name!r} is in use on node(s) {', '.join(sorted(nodes))}; stop the "
-                "containers using it there, then remove it"
-            )
-
-    def _hold(self, name: str, lease: int) -> None:
-        hk = self.layout.holder(name)
-        mine = encode_json(
-            {"node": self.node, "lease": f"{lease:x}", "since": _now(), "pid": os.getpid()}
-        )
-        for _ in range(5):
-            ok, _, resp = self.client.txn(
-                [ec.cmp_created(hk, False)], [ec.op_put(hk, mine, lease)], [ec.op_get(hk)]
-            )
-            if ok:
-                return
-            kvs = ec.range_kvs(resp[0]) if resp else []
-            if not kvs:
-                continue  # released meanwhile: try again
-            cur = decode_json(kvs[0].value)
-            if cur.get("node") != self.node:
-                raise DriverError(self._held_elsewhere(name, cur))
-            if kvs[0].lease == lease:
-                return
-            # Ours from before a restart (an older lease): move it to the current one.
-            ok, _, _ = self.client.txn(
-                [ec.cmp_mod(hk, kvs[0].mod_revision)], [ec.op_put(hk, mine, lease)]
-            )
-            if ok:
-                return
-        raise DriverError(f"volume {name!r} is contended by other nodes; try again")
-
-    def _unhold(self, name: str, deadline: float | None = None) -> None:
-        hk = self.layout.holder(name)
-        kv = self.client.get(hk, deadline)
-        if kv is not None and decode_json(kv.value).get("node") == self.node:
-            self.client.txn([ec.cmp_mod(hk, kv.mod_revision)], [ec.op_delete(hk)], None, deadline)
-
-    # -- messages -------------------------------------------------------------------------------
-    def _held_elsewhere(self, name: str, holder: Mapping[str, Any]) -> str:
-        ttl = self.session.ttl
-        return (
-            f"volume {name!r} is single-node and in use on node {holder.get('node')!r} "
-            f"(since {holder.get('since', '?')}); it becomes free when the containers there stop "
-            f"using it, or {ttl}s after that node stops answering. Use access=multi volumes to "
-            "share data between nodes"
-        )
-
-    def _fenced(self, name: str, why: str) -> str:
-        return (
-            f"node {self.node!r} cannot reach etcd ({why}), so it cannot mount single-node volume "
-            f"{name!r}: another node may hold it. New mounts are refused until etcd answers; "
-            "containers already running here are not affected"
-        )
-
-    def _unreachable(self, what: str, exc: Exception) -> str:
-        return (
-            f"cannot {what}: etcd is unreachable from node {self.node!r} ({exc}); "
-            "check the etcd cluster and this node's network, then try again"
-        )
+            raise DriverError(self.holders.in_use(name, nodes))
 
     # -- the view: applying what etcd says ------------------------------------------------------
     def _apply_definition(self, name: str, rec: VolumeRecord | None, rev: int) -> None:
@@ -632,7 +565,7 @@ class EtcdRegistry(Registry):
         # Holders: keep the ones containers here still need, drop the rest.
         for name in single:
             try:
-                self._hold(name, lease)
+                self.holders.hold(name, lease)
             except DriverError as exc:
                 # Another node took it while we could not reach etcd (our lease had expired).
                 log.error("split brain on single-node volume %r: %s", name, exc)
