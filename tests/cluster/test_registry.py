@@ -343,3 +343,29 @@ def test_a_reconcile_between_acquire_and_first_mount_record_keeps_the_hold(
     wait_for(lambda: not a._dirty.is_set(), what="a reconcile round on a")
     with pytest.raises(DriverError, match="in use on node 'a'"):
         b.acquire("mounting")
+
+
+def test_concurrent_single_node_acquires_from_all_nodes_have_one_winner(open_node: Open) -> None:
+    nodes = [open_node(n, access="single-node") for n in ("a", "b", "c")]
+    nodes[0].create(vol("contended"))
+    for r in nodes:
+        wait_for(lambda r=r: r.get("contended"), what=f"volume on {r.node}")
+    start = threading.Barrier(len(nodes))
+    won: list[str] = []
+    refused: list[str] = []
+
+    def take(r: EtcdRegistry) -> None:
+        start.wait()
+        try:
+            r.acquire("contended")
+            won.append(r.node)
+        except DriverError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=take, args=(r,)) for r in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+    assert len(refused) == 2 and all(f"in use on node '{won[0]}'" in m for m in refused)
