@@ -129,6 +129,36 @@ def test_single_node_volume_is_refused_on_b_while_a_uses_it(nodes: dict[str, Nod
     assert run(b, v, "true") == ""  # released by a's last unmount
 
 
+def test_single_node_containers_started_at_once_on_two_nodes_one_runs(
+    nodes: dict[str, Node],
+) -> None:
+    a, b = nodes["a"], nodes["b"]
+    v = uniq("both")
+    a.docker("volume", "create", "-d", DRIVER, "-o", "access=single-node", v)
+    wait_for(lambda: v in names(b), what=f"{v} on b")
+    barrier = threading.Barrier(2)
+    out: dict[str, str] = {}
+
+    def start(n: Node) -> None:
+        barrier.wait()
+        out[n.name] = run(n, v, "sleep", "300", detach=True, check=False)
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        winners = [n for n, o in out.items() if not o.startswith("ERROR")]
+        assert len(winners) == 1
+        (loser,) = set(out) - set(winners)
+        assert f"single-node and in use on node '{winners[0]}'" in out[loser]
+    finally:
+        for n in (a, b):
+            for cid in n.docker("ps", "-aq", "--filter", f"volume={v}").stdout.split():
+                n.docker("rm", "-f", cid, check=False)
+
+
 def test_plugin_restart_keeps_mounts_and_the_single_node_hold(nodes: dict[str, Node]) -> None:
     a, b = nodes["a"], nodes["b"]
     v = uniq("restart")
