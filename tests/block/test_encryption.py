@@ -245,6 +245,7 @@ def test_recover_adds_the_key_again_from_the_secret(
     with pytest.raises(DriverError, match="wrong passphrase"):
         after.recover(v, served)
     assert mounttable.mounted_at(fs_root) is not None  # in use: never torn down by a failure
+    assert after.status(v, served)["attached"] is True  # and still known
     set_secret(secrets_dir, "vk", PASSPHRASE)
     assert after.recover(v, served) == served
     try:

@@ -242,7 +242,17 @@ class BlockDriver(Driver):
                 )
             # Records say containers use it: attach and mount again what a crash or reboot lost,
             # and (encrypted) add the key again from the secret.
-            self._attach_and_mount(volume)
+            try:
+                self._attach_and_mount(volume)
+            except DriverError:
+                # Not unlocked (secret missing or wrong): what is still mounted stays mounted for
+                # its containers, and known, so that status and the last Unmount see it.
+                for lp in loop.backing(self.image_path(volume)):
+                    entry = mounttable.mounted_at(mp)
+                    if entry is not None and entry.devnum == lp.devnum:
+                        with self._lock:
+                            self._attached[key] = Attachment(lp.device, lp.devnum, mp)
+                raise
             return served
         if not self.image_path(volume).exists():
             # A crash between the record and the image (Create records first): nothing can have
@@ -392,6 +402,12 @@ class BlockDriver(Driver):
     def _setup_encryption(self, volume: Volume, image: Path, passphrase: str) -> None:
         """Mount the new filesystem once to make its encrypted directory (see encryption.py)."""
         mp = self.mountpoint(volume)
+        entry = mounttable.mounted_at(mp)
+        if entry is not None:
+            raise DriverError(
+                f"creating volume {volume.name!r}: {mp} already has a filesystem mounted "
+                f"({entry.source}); unmount it (umount {mp}) and try again"
+            )
         device = loop.attach(image)
         try:
             self._make_mountpoint(mp)
