@@ -166,8 +166,9 @@ def markdown(res: dict[str, Any], out: Path, chart_path: Path) -> str:
         f"Machine: {m['cpu'] or 'unknown CPU'}, {m['cores']} cores, Linux {m['kernel']}, "
         f"Python {m['python']}; dockvol {pk['dockvol']} ({m['commit']}), uvicorn {pk['uvicorn']}, "
         f"httptools {pk['httptools']}, uvloop {pk['uvloop']}, msgspec {pk['msgspec']}. "
-        f"Load average before/after: {res['load_before'][0]:.2f} / {res['load_after'][0]:.2f} "
-        "(a shared machine: read the floors below to judge the absolute numbers)."
+        f"Load average before/after: {res['load_before'][0]:.2f} / {res['load_after'][0]:.2f}"
+        + "".join(f", after {k}: {v:.2f}" for k, v in res.get("section_load", {}).items())
+        + " (a shared machine: read the floors below to judge the absolute numbers)."
     )
     L += ["", f"![ratios]({os.path.relpath(chart_path, out.parent)})", ""]
 

@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # record it and go on: one broken section must not hide the rest
             traceback.print_exc()
             results[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        results.setdefault("section_load", {})[name] = stats.load_average()[0]
         print(f"bench: {name} took {time.perf_counter() - s0:.0f} s", file=sys.stderr)
     results["load_after"] = stats.load_average()
     results["seconds"] = time.perf_counter() - t0
