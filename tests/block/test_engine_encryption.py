@@ -200,3 +200,21 @@ def test_encrypted_volume_through_the_engine(
                 continue
     for v in ("clear", "vault"):
         engine.docker("volume", "rm", v)
+
+
+def test_engine_copies_image_content_into_a_new_encrypted_volume(
+    engine: Engine, plugin: Plugin
+) -> None:
+    """The served directory is created empty, so the engine copies the image's files in (busybox's
+    /bin here) as it does for any new volume; they land encrypted."""
+    engine.docker(
+        "volume", "create", "-d", DRIVER, "-o", "size=32M", "-o", "encrypt=true", "-o",
+        "passphrase=secret:ek", "copyup",
+    )  # fmt: skip
+    out = engine.docker(
+        "run", "--rm", "--network", "none", "-v", "copyup:/bin", BUSYBOX_IMAGE, "ls", "/bin"
+    ).stdout.split()
+    assert "busybox" in out and "sh" in out
+    wait_until("copyup to be detached", partial(detached, plugin, "copyup"))
+    assert b"busybox" not in image(plugin, "copyup").read_bytes()  # names encrypted too
+    engine.docker("volume", "rm", "copyup")
