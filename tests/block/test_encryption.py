@@ -371,3 +371,21 @@ def test_a_tampered_header_is_refused(change: dict[str, object]) -> None:
     bad = json.dumps({**json.loads(good.to_json()), **change})
     with pytest.raises(ValueError):
         encryption.Header.from_json(bad)
+
+
+def test_resize_needs_no_passphrase_and_keeps_the_data(
+    driver: BlockDriver, make: Make, secrets_dir: Path
+) -> None:
+    v = encrypted(make, "grow")
+    driver.create(v)
+    _write_marker(driver, v, b"kept")
+    (secrets_dir / "vk").unlink()  # growing never needs the key
+    driver.resize(v, 64 << 20, None)
+    set_secret(secrets_dir, "vk", PASSPHRASE)
+    served = driver.mount(v)
+    try:
+        assert os.statvfs(served).f_blocks * os.statvfs(served).f_frsize > 48 << 20
+        assert (served / "kept").read_bytes() == b"kept" * 256
+    finally:
+        driver.unmount(v)
+    driver.remove(v)
