@@ -201,6 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
     from dockvol._wire.app import PluginApp
 
     os.umask(0o077)  # state and logs we create are ours alone; volume modes are set explicitly
+    _limit_malloc_arenas()
     tcp_plan = _plan_tcp(args)
     default_sock = f"/run/{'dockvol' if tcp_plan else 'docker/plugins'}/{args.name}.sock"
     sock_path: Path = args.socket or Path(default_sock)
@@ -301,3 +302,17 @@ def _side_servers(args: argparse.Namespace, app: Any, service: Any, tcp_plan: An
     metrics.gauge("ready", "1 once reconciled and serving.", lambda: service.health.ready)
     out.append(serve_metrics(args.metrics, metrics, service.health.as_dict))
     return out
+
+
+def _limit_malloc_arenas() -> None:
+    """Cap glibc's malloc arenas at two (as MALLOC_ARENA_MAX=2 would).
+
+    Each worker thread that allocates gets an arena of its own that keeps what it freed: with a
+    busy pool that was ~6 MB of RSS for nothing, in threads that mostly wait on syscalls.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(-8, 2)  # -8: M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from .base import Conflict, MountRecord, Registry, VolumeRecord
+from .base import EMPTY, Conflict, MountRecord, Registry, VolumeRecord
 
 DB_NAME = "registry.db"
 
@@ -87,9 +87,9 @@ class SqliteRegistry(Registry):
             view[name] = VolumeRecord(
                 name=name,
                 key=key,
-                options=json.loads(options),
+                options=EMPTY if options == "{}" else json.loads(options),
                 created_at=datetime.fromisoformat(created_at),
-                mounts=mounts.get(name, {}),
+                mounts=mounts.get(name, EMPTY),
             )
         return view
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .._registry.base import Conflict, MountRecord, Registry, VolumeRecord
+from .._registry.base import EMPTY, Conflict, MountRecord, Registry, VolumeRecord
 from .._sdk.driver import Driver
 from .._sdk.errors import DriverError
 from .._sdk.options import parse_options, parse_size, redact
@@ -30,6 +31,7 @@ from .names import check_name, volume_key
 log = logging.getLogger("dockvol.service")
 T = TypeVar("T")
 MAX_MOUNT_ID = 256
+GET_VIEWS = 512  # volumes whose Get reply parts are kept ready
 
 
 class VolumeError(Exception):
@@ -82,7 +84,9 @@ class VolumeService:
         self._has_status = type(driver).status is not Driver.status
         self._list_cache: tuple[int, bytes] | None = None
         # Per-volume parts of the Get reply, rebuilt when the record changes (Get is hot).
-        self._views: dict[str, _GetView] = {}
+        # Bounded: the engine Gets every volume at its start, but only a few are hot, and a
+        # view per volume of 10,000 would cost more memory than the registry itself.
+        self._views: OrderedDict[str, _GetView] = OrderedDict()
         self._registry_status = type(registry).status is not Registry.status
         #: Optional observer of driver failures (metrics).
         self.on_driver_error: Callable[[], None] | None = None
@@ -155,6 +159,10 @@ class VolumeService:
         view = self._views.get(name)
         if view is None or view.record is not rec:  # records are replaced whole on change
             view = self._views[name] = _GetView(rec, self)
+            if len(self._views) > GET_VIEWS:
+                self._views.popitem(last=False)
+        else:
+            self._views.move_to_end(name)
         status = dict(view.status)
         if self._has_status:
             try:
@@ -217,7 +225,7 @@ class VolumeService:
                 self._same_or_refuse(existing, opts, values)
                 return
             now = datetime.now(UTC)
-            rec = VolumeRecord(name=name, key=volume_key(name), options=dict(opts), created_at=now)
+            rec = VolumeRecord(name=name, key=volume_key(name), options=dict(opts) or EMPTY, created_at=now)
             try:
                 # Claim the name first: on a shared registry this is the atomic step, and the
                 # loser of a race must not touch storage the winner now owns.
