@@ -25,7 +25,10 @@ class InProcessPlugin:
     """``driver`` served at ``directory/plugin.sock``, state in ``directory/state``.
 
     ``kill()`` stops serving without a graceful drain and drops the driver; ``restart()``
-    builds a fresh driver and app over the same state, as a restarted process would.
+    builds a fresh driver and app over the same state, as a restarted process would. It is an
+    emulation: calls in flight are answered with errors rather than cut off, and driver work
+    already running in threads finishes after the "kill". A real crash (``kill -9`` of a
+    ``dockvol serve`` process, ``dockvol conformance --destructive``) is the stronger test.
     """
 
     def __init__(self, driver: DriverFactory, directory: Path, timeout: float = 30.0) -> None:
