@@ -48,6 +48,7 @@ DEFECTS: dict[str, set[str]] = {
     # mounts not persisted: every check that restarts the plugin must see it
     "mounts-in-memory": {"stop-removes-socket", "crash-while-mounted", "crash-during-burst"},
     "socket-left-behind": {"stop-removes-socket"},  # SIGTERM leaves the socket file
+    "mountpoint-per-process": {"crash-while-mounted"},  # paths change with every restart
 }
 
 
@@ -80,6 +81,9 @@ class State:
     def mountpoint(self, name: str) -> str:
         if self.defect == "shared-mountpoint":
             return posixpath.join(self.root, "shared")
+        if self.defect == "mountpoint-per-process":
+            key = hashlib.sha256(name.encode()).hexdigest()[:16]
+            return posixpath.join(self.root, str(os.getpid()), "v-" + key)
         return posixpath.join(self.root, "v-" + hashlib.sha256(name.encode()).hexdigest()[:16])
 
 
