@@ -26,7 +26,7 @@ from typing import Any
 # defect -> the checks that must fail because of it (all others must pass)
 DEFECTS: dict[str, set[str]] = {
     "allowed-hosts": {"request-tolerance"},  # refuses Host: plugin.moby.localhost (400)
-    "closes-idle": {"keep-alive"},  # closes connections idle for 2 s
+    "closes-idle": {"keep-alive"},  # closes connections idle for 1.5 s
     "empty-body-500": {"empty-body"},  # List with an empty body: 500 and HTML
     "path-empty-reply": {"reply-shape"},  # Path success: 200 with an empty body
     "error-plain-text": {"error-replies"},  # Mount of an unknown volume: 500, text
@@ -96,7 +96,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         if self.state.defect == "closes-idle":
-            self.timeout = 2
+            self.timeout = 1.5
         super().setup()
 
     def reply(self, obj: Any, status: int = 200, raw: bytes | None = None) -> None:
