@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ._http import ACCEPT, USER_AGENT
@@ -66,12 +67,12 @@ def capabilities(ctx: Context) -> None:
     engine="moby pkg/plugins/client.go: headers and body framing of every call",
 )
 def request_tolerance(ctx: Context) -> None:
-    variants: list[tuple[str, str, list[tuple[str, str]] | None]] = [
+    variants: list[tuple[str, str | None, list[tuple[str, str]] | None]] = [
         ("engine 20.10 (empty Host, no Content-Type)", "", None),
         ("newer engines (Host plugin.moby.localhost)", "plugin.moby.localhost", None),
         (
             "Go over TCP (Accept-Encoding: gzip)",
-            "",
+            None,
             [
                 ("User-Agent", USER_AGENT),
                 ("Content-Length", "3"),
@@ -104,8 +105,6 @@ def request_tolerance(ctx: Context) -> None:
     engine="moby pkg/plugins (Go net/http Transport): kept-alive connections, POST never replayed",
 )
 def keep_alive(ctx: Context) -> None:
-    import time
-
     with ctx.client.connection() as conn:
         for _ in range(3):
             r = ctx.call("VolumeDriver.List", {}, conn=conn)
@@ -259,7 +258,7 @@ def get_created_at(ctx: Context) -> None:
     ctx.must_exist(name, " while mounted")
     ctx.ok("VolumeDriver.List", {})
     if "CreatedAt" not in ctx.must_exist(name):
-        ctx.note("Get has no CreatedAt (allowed; docker volume inspect shows none)")
+        ctx.info("Get has no CreatedAt (allowed; docker volume inspect shows none)")
 
 
 @check(
@@ -428,14 +427,13 @@ def mount_same_id_counted(ctx: Context) -> None:
     ctx.mount(name, mid)
     ctx.mount(name, mid)
     ctx.unmount(name, mid)
-    try:
-        ctx.refused("VolumeDriver.Remove", {"Name": name})
-    except CheckFailed as e:
+    r = ctx.call("VolumeDriver.Remove", {"Name": name})
+    if r.status == 200 and not r.err:
         ctx.created.discard(name)
         raise CheckFailed(
-            "after Mount, Mount, Unmount with one ID the volume was no longer in use "
-            f"(Remove succeeded: {e})"
-        ) from e
+            "after Mount, Mount, Unmount with one ID, Remove succeeded: the second Mount was "
+            "not counted, and the volume was released under the container still using it"
+        )
     ctx.unmount(name, mid)
     ctx.remove(name)
 
