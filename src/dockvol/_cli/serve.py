@@ -207,6 +207,12 @@ def _serve(args: argparse.Namespace) -> int:
     sock_path: Path = args.socket or Path(default_sock)
     driver_cls = load_driver(args.driver)
     driver = driver_cls(args.root.absolute())
+    if args.registry.startswith(("etcd://", "etcds://")):
+        # --root is shared by every node: a driver that keeps per-host paths (mounts) under it
+        # moves them to this node's own --state.
+        node_local = getattr(driver, "node_local", None)
+        if callable(node_local):
+            node_local(args.state.absolute())
     try:
         driver.setup()
         registry = open_registry(args, driver_cls)

@@ -62,6 +62,8 @@ class Registry(ABC):
     """
 
     generation: int = 0
+    #: Every host of the cluster sees the same records (the service then reports scope global).
+    shared: bool = False
 
     # -- reads: in-memory, never block ---------------------------------------------------------
     @abstractmethod

@@ -111,6 +111,8 @@ def _now() -> str:
 
 
 class EtcdRegistry(Registry):
+    shared = True
+
     def __init__(
         self,
         client: EtcdClient,

@@ -149,7 +149,8 @@ class VolumeService:
     # -- reads (event loop, no I/O) -------------------------------------------------------------
     @property
     def scope(self) -> str:
-        return self.driver.scope
+        # A volume in a shared registry is known to every host, whatever the driver's own scope.
+        return "global" if getattr(self.registry, "shared", False) else self.driver.scope
 
     def get(self, name: str) -> dict[str, Any] | None:
         rec = self.registry.get(name)

@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from dockvol import Driver, DriverError, Option, SecretRef, Volume
+from dockvol._cluster.access import MULTI, SINGLE_NODE
 
 from . import encryption, loop, mounttable
 from .commands import run
@@ -36,6 +38,20 @@ DEFAULT_SIZE: Final = 10 << 30
 _ALIGN: Final = 1 << 20
 _REQUIRED_TOOLS: Final = ("losetup", "mount", "umount", "mkfs.ext4", "e2fsck", "resize2fs")
 _XFS_TOOLS: Final = ("mkfs.xfs", "xfs_growfs")
+#: On a shared root, files of another node's create in progress may be this young: leave them.
+NEW_FILE_GRACE: Final = 600.0
+
+
+def _parse_access(value: str) -> str:
+    if value == MULTI:
+        raise ValueError(
+            "block volumes are single-node only: a filesystem image mounted on two hosts at once "
+            "is corrupted; drop -o access=multi (use the shared driver for a directory that "
+            "every node mounts at once)"
+        )
+    if value != SINGLE_NODE:
+        raise ValueError(f"{value!r} is not valid; block volumes accept only access=single-node")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +118,13 @@ class BlockDriver(Driver):
             help="with encrypt=true: secret:NAME, resolved at create and at every attach from "
             "the plugin's --secrets-dir or DOCKVOL_SECRET_<NAME>",
         ),
+        # With a cluster registry: one node at a time (the only mode a filesystem image allows).
+        "access": Option(
+            _parse_access,
+            default=SINGLE_NODE,
+            help="single-node (the only mode): with a cluster registry, one node at a time "
+            "mounts the volume; others are refused until it unmounts",
+        ),
     }
     needs_mount_privileges: ClassVar[bool] = True
 
@@ -109,11 +132,21 @@ class BlockDriver(Driver):
         super().__init__(root)
         self.images = root / "images"
         self.mounts = root / "mounts"
+        #: True when ``root`` is shared by several hosts (see :meth:`node_local`).
+        self.clustered = False
         self._lock = threading.Lock()
         self._attached: dict[str, Attachment] = {}
         #: Loop devices of ours found mounted at start, until a record claims them: key -> device.
         self._unclaimed: dict[str, str] = {}
         self._settled = False
+
+    def node_local(self, node_dir: Path) -> None:
+        """Serve a root shared by several hosts (a cluster registry): images stay on the shared
+        root, mounts move to ``node_dir/mounts`` (this node's own state directory): a mount is
+        a per-host thing, and a mountpoint on the shared filesystem would be one directory for
+        every node. Call before :meth:`setup`."""
+        self.mounts = node_dir / "mounts"
+        self.clustered = True
 
     # -- paths ----------------------------------------------------------------------------------
     def _key(self, volume: Volume) -> str:
@@ -174,6 +207,13 @@ class BlockDriver(Driver):
 
     # -- start ----------------------------------------------------------------------------------
     def setup(self) -> None:
+        if self.clustered and not self.root.is_dir():
+            # Never create a shared root: a missing one usually means the shared filesystem is
+            # not mounted, and images made on the local disk would diverge between nodes.
+            raise DriverError(
+                f"shared root {self.root} does not exist: mount the shared filesystem there on "
+                "every node (the same path everywhere), then start the plugin"
+            )
         for d, mode in ((self.root, 0o711), (self.images, 0o700), (self.mounts, 0o711)):
             with _os(f"creating {d}", "check --root: it must be a writable local directory"):
                 d.mkdir(mode=mode, parents=True, exist_ok=True)
@@ -192,11 +232,17 @@ class BlockDriver(Driver):
         """Detach our loop devices that nothing holds (provably unused: no filesystem on them is
         mounted in any namespace); remember the mounted ones for :meth:`recover` to claim."""
         for lp in loop.under(self.images):
+            held = loop.held(lp.device)
+            if held and self.clustered and not self._mounted_here(lp):
+                # Shared root: a device we did not mount may be another node's (when nodes share
+                # a kernel) or a copy a container keeps; the next Mount here reuses it anyway.
+                continue
             if lp.backing.endswith(".img.new"):
-                self._drop_interrupted_create(lp)
+                if not (self.clustered and not held):  # unmounted: maybe a create in progress
+                    self._drop_interrupted_create(lp)
                 continue
             key = Path(lp.backing).name.removesuffix(".img")
-            if loop.held(lp.device):
+            if held:
                 if lp.deleted:
                     log.warning(
                         "loop device %s is still in use but its image %s was deleted; leaving it",
@@ -213,6 +259,12 @@ class BlockDriver(Driver):
                 loop.detach(lp.device, lp.backing)
             except DriverError as exc:
                 log.warning("%s", exc)
+
+    def _mounted_here(self, lp: loop.Loop) -> bool:
+        """``lp`` is mounted on our mountpoint of its image, in our mount namespace."""
+        key = Path(lp.backing).name.removesuffix(".new").removesuffix(".img")
+        entry = mounttable.mounted_at(self.mounts / key)
+        return entry is not None and entry.devnum == lp.devnum
 
     def _drop_interrupted_create(self, lp: loop.Loop) -> None:
         """A crash while create had a new encrypted filesystem mounted (to make its encrypted
@@ -255,6 +307,11 @@ class BlockDriver(Driver):
                 raise
             return served
         if not self.image_path(volume).exists():
+            if self.clustered:
+                # Another node may be creating it right now (the record comes first): never
+                # write an image of the shared root we did not claim. Mount reports it if it stays.
+                log.warning("volume %r has no image yet (created on another node?)", volume.name)
+                return None
             # A crash between the record and the image (Create records first): nothing can have
             # been written to it yet, so make it now.
             log.warning("volume %r has no image: creating it", volume.name)
@@ -264,6 +321,8 @@ class BlockDriver(Driver):
         # mounts it, in which case it stays attached and the next Mount reuses it.
         for lp in loop.backing(self.image_path(volume)):
             users = mounttable.other_namespaces_using(lp.devnum)
+            if users and self.clustered and not self._mounted_here(lp):
+                continue  # not ours to track: another node's (shared kernel) or a leaked copy
             if users:
                 log.warning(
                     "volume %r: no record uses it, but %s is mounted by processes %s; leaving it "
@@ -336,6 +395,8 @@ class BlockDriver(Driver):
         attached = {lp.backing for lp in loop.under(self.images)}
         for name in names:
             path = self.images / name
+            if self.clustered and self._young(path):
+                continue  # on a shared root: maybe another node's create in progress
             if name.endswith(".img.new") and os.path.realpath(path) not in attached:
                 # A create interrupted before its filesystem was complete: never held data.
                 with suppress(OSError):
@@ -347,6 +408,13 @@ class BlockDriver(Driver):
                     f"again with the same size and fs to reuse its data, or delete the file"
                 )
         return problems
+
+    @staticmethod
+    def _young(path: Path) -> bool:
+        try:
+            return time.time() - path.stat().st_mtime < NEW_FILE_GRACE
+        except OSError:
+            return True  # gone meanwhile: nothing to do
 
     def _settle_once(self) -> None:
         if not self._settled:
