@@ -226,7 +226,9 @@ class VolumeService:
                 self._same_or_refuse(existing, opts, values)
                 return
             now = datetime.now(UTC)
-            rec = VolumeRecord(name=name, key=volume_key(name), options=dict(opts) or EMPTY, created_at=now)
+            rec = VolumeRecord(
+                name=name, key=volume_key(name), options=dict(opts) or EMPTY, created_at=now
+            )
             try:
                 # Claim the name first: on a shared registry this is the atomic step, and the
                 # loser of a race must not touch storage the winner now owns.
