@@ -103,3 +103,31 @@ def test_a_device_another_node_mounted_is_left_alone(
         subprocess.run([*nsenter, "umount", str(target)], check=True)
         loop.detach(device, image)
     first.remove(vol)
+
+
+def test_reattach_at_start_needs_the_hold(root: Path, make_volume: MakeVolume) -> None:
+    """Records say a container used it here, but a reboot lost the attachment: another node may
+    have taken the volume meanwhile, so it is attached again only with the hold."""
+    first = cluster_driver(root)
+    vol = make_volume("rebooted", size="16M")
+    first.create(vol)
+    served = first.mountpoint(vol)
+    d = cluster_driver(root)  # the node after a reboot: nothing attached
+
+    def held_elsewhere(name: str) -> None:
+        raise DriverError(f"volume {name!r} is single-node and in use on node 'b'")
+
+    d.cluster_hold = held_elsewhere
+    with pytest.raises(DriverError, match="in use on node 'b'"):
+        d.recover(vol, served)
+    assert loop.backing(d.image_path(vol)) == []
+
+    asked: list[str] = []
+    d.cluster_hold = asked.append
+    assert d.recover(vol, served) == served
+    assert asked == ["rebooted"] and mounttable.mounted_at(served) is not None
+    # Already attached here (a plugin restart under running containers): no hold needed.
+    asked.clear()
+    assert d.recover(vol, served) == served and asked == []
+    d.unmount(vol)
+    d.remove(vol)

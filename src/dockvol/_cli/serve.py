@@ -216,6 +216,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         driver.setup()
         registry = open_registry(args, driver_cls)
+        if getattr(registry, "shared", False) and hasattr(driver, "cluster_hold"):
+            # A driver that re-attaches at start (block) must hold single-node volumes first.
+            driver.cluster_hold = registry.acquire
     except (OSError, SchemaTooNew, DriverError) as exc:
         raise _Refused(f"cannot start: {exc}") from None
     service = VolumeService(driver, registry, secrets=SecretStore(args.secrets_dir))

@@ -10,7 +10,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +134,9 @@ class BlockDriver(Driver):
         self.mounts = root / "mounts"
         #: True when ``root`` is shared by several hosts (see :meth:`node_local`).
         self.clustered = False
+        #: With a cluster registry: takes a volume's single-node hold for this node, or raises
+        #: DriverError naming the holder (serve sets it to the registry's ``acquire``).
+        self.cluster_hold: Callable[[str], None] | None = None
         self._lock = threading.Lock()
         self._attached: dict[str, Attachment] = {}
         #: Loop devices of ours found mounted at start, until a record claims them: key -> device.
@@ -260,6 +263,9 @@ class BlockDriver(Driver):
             except DriverError as exc:
                 log.warning("%s", exc)
 
+    def _attached_here(self, volume: Volume) -> bool:
+        return any(self._mounted_here(lp) for lp in loop.backing(self.image_path(volume)))
+
     def _mounted_here(self, lp: loop.Loop) -> bool:
         """``lp`` is mounted on our mountpoint of its image, in our mount namespace."""
         key = Path(lp.backing).name.removesuffix(".new").removesuffix(".img")
@@ -294,6 +300,10 @@ class BlockDriver(Driver):
                 )
             # Records say containers use it: attach and mount again what a crash or reboot lost,
             # and (encrypted) add the key again from the secret.
+            if self.cluster_hold is not None and not self._attached_here(volume):
+                # Re-attaching after a reboot: another node may have taken the volume once our
+                # lease expired. Mounting it here too would corrupt it: only with the hold.
+                self.cluster_hold(volume.name)
             try:
                 self._attach_and_mount(volume)
             except DriverError:
