@@ -19,7 +19,8 @@ CONFIG = Config(volumes=100, get_p99_ms=250, idle_seconds=2.5, restart_timeout=2
 
 
 def run_suite(stub: Stub, destructive: bool) -> dict[str, Result]:
-    faults = ShellFaults(stub.client, stub.command, timeout=20).faults() if destructive else None
+    shell = ShellFaults(stub.client, stub.command, timeout=20, log_dir=stub.dir)
+    faults = shell.faults() if destructive else None
     runner = Runner(stub.client, CONFIG, faults)
     runner.run(select(destructive=destructive))
     return runner.results

@@ -22,9 +22,16 @@ from tests.support.plugin import Plugin
 from .conftest import _wait_gone
 
 
-def dockvol(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def dockvol(
+    *args: str, timeout: float = 600, tmpdir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TMPDIR": str(tmpdir)} if tmpdir else None  # the restart log goes there
     return subprocess.run(
-        [sys.executable, "-m", "dockvol", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "dockvol", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -131,6 +138,7 @@ def test_conformance_of_dockvol_itself_including_crashes(tmp_path: Path) -> None
                 str(out_json),
                 "--junit",
                 str(out_junit),
+                tmpdir=tmp_path,
             )
         finally:
             stop(p)
