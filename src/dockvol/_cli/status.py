@@ -52,31 +52,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def fetch(sock: Path, timeout: float = 10.0) -> dict[str, Any]:
-    """``POST /Dockvol.Status`` over the unix socket (stdlib only)."""
-    import http.client
-    import socket
+    """``POST /Dockvol.Status`` over the unix socket."""
+    from dockvol._cli.plugin_socket import post
 
-    class Conn(http.client.HTTPConnection):
-        def connect(self) -> None:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(self.timeout)
-            s.connect(str(sock))
-            self.sock = s
-
-    conn = Conn("localhost", timeout=timeout)
-    try:
-        conn.request("POST", "/Dockvol.Status", body=b"{}\n")
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    try:
-        reply = json.loads(data)
-    except ValueError:
-        reply = None
-    if not isinstance(reply, dict):
-        return {"Err": f"HTTP {resp.status} with a body that is not a JSON object"}
-    return reply
+    return post(sock, "Dockvol.Status", {}, timeout)
 
 
 def _safe(text: object) -> str:

@@ -103,40 +103,10 @@ def _release(args: argparse.Namespace) -> int:
 
 
 def _post(sock_path: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-    """One request shaped like the engine's, over the plugin's unix socket (stdlib only)."""
-    import http.client
-    import json
-    import socket
-
-    class Conn(http.client.HTTPConnection):
-        def connect(self) -> None:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(self.timeout)
-            s.connect(sock_path)
-            self.sock = s
+    from dockvol._cli.plugin_socket import post
 
     # A resize may fsck and grow a large filesystem: allow it the engine's longest timeout.
-    conn = Conn("localhost", timeout=130)
-    try:
-        conn.request(
-            "POST",
-            endpoint,
-            body=json.dumps(body).encode() + b"\n",
-            headers={"Accept": "application/vnd.docker.plugins.v1.2+json"},
-        )
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    try:
-        reply = json.loads(data) if data else {}
-    except ValueError:
-        reply = None
-    if not isinstance(reply, dict):
-        return {"Err": f"the plugin answered HTTP {resp.status} with an unexpected body"}
-    if resp.status != 200 and not reply.get("Err"):
-        reply["Err"] = f"the plugin answered HTTP {resp.status}"
-    return reply
+    return post(sock_path, endpoint, body, timeout=130)
 
 
 def _human(size: object) -> str:

@@ -65,7 +65,8 @@ class PluginApp:
         while True:
             msg = await receive()
             if msg["type"] == "lifespan.startup":
-                if not self.service.health.ready:  # embedded in another server: reconcile now
+                if not self.service.health.ready:  # embedded in another server: start here
+                    self.service.driver.setup()
                     self.service.reconcile()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
