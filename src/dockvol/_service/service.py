@@ -214,6 +214,10 @@ class VolumeService:
         }
 
     # -- writes ---------------------------------------------------------------------------------
+    # Each write below makes one trip to the thread pool with all its blocking steps (registry
+    # and driver): a trip costs about as much as a durable write, and a request cancelled
+    # between two trips would leave half a change behind.
+
     async def create(self, name: str, opts: Mapping[str, str]) -> None:
         check_name(name)
         try:
@@ -229,19 +233,23 @@ class VolumeService:
             rec = VolumeRecord(
                 name=name, key=volume_key(name), options=dict(opts) or EMPTY, created_at=now
             )
-            try:
-                # Claim the name first: on a shared registry this is the atomic step, and the
-                # loser of a race must not touch storage the winner now owns.
-                await self._run(self.registry.create, rec)
-            except Conflict as c:
-                self._same_or_refuse(c.existing, opts, values)
-                return
-            vol = self._volume(rec)
-            try:
-                await self._driver(f"create volume {name!r}", self.driver.create, vol)
-            except BaseException:
-                await self._run(self.registry.delete, name)
-                raise
+            winner = await self._run(self._create, rec, self._volume(rec))
+            if winner is not None:  # another host created it meanwhile
+                self._same_or_refuse(winner, opts, values)
+
+    def _create(self, rec: VolumeRecord, vol: Volume) -> VolumeRecord | None:
+        try:
+            # Claim the name first: on a shared registry this is the atomic step, and the
+            # loser of a race must not touch storage the winner now owns.
+            self.registry.create(rec)
+        except Conflict as c:
+            return c.existing
+        try:
+            self._call_driver(f"create volume {rec.name!r}", self.driver.create, vol)
+        except BaseException:
+            self.registry.delete(rec.name)
+            raise
+        return None
 
     async def remove(self, name: str) -> None:
         async with self._locks.hold(name):
@@ -254,9 +262,12 @@ class VolumeService:
                     f"volume {name!r} is in use by {len(rec.mounts)} mount(s) (mount IDs {ids}); "
                     "stop the containers using it, then remove it"
                 )
-            await self._run(self.registry.before_remove, name)  # cluster: in use elsewhere?
-            await self._driver(f"remove volume {name!r}", self.driver.remove, self._volume(rec))
-            await self._run(self.registry.delete, name)
+            await self._run(self._remove, name, self._volume(rec))
+
+    def _remove(self, name: str, vol: Volume) -> None:
+        self.registry.before_remove(name)  # cluster: in use on another node?
+        self._call_driver(f"remove volume {name!r}", self.driver.remove, vol)
+        self.registry.delete(name)
 
     async def mount(self, name: str, mount_id: str) -> str:
         _check_mount_id(mount_id)
@@ -271,26 +282,25 @@ class VolumeService:
                 )
                 return held.mountpoint
             mp = rec.mountpoint
-            first = mp is None
-            if first:
-                await self._run(self.registry.acquire, name)
-                try:
-                    path = await self._driver(
-                        f"mount volume {name!r}", self.driver.mount, self._volume(rec)
-                    )
-                except BaseException:
-                    await self._run(self.registry.release, name)
-                    raise
-                mp = str(path)
-            assert mp is not None
-            try:
-                await self._run(self.registry.set_mount, name, MountRecord(mount_id, 1, mp))
-            except BaseException:
-                if first:
-                    await self._run(self.driver.unmount, self._volume(rec))
-                    await self._run(self.registry.release, name)
-                raise
+            if mp is None:
+                return await self._run(self._first_mount, name, mount_id, self._volume(rec))
+            await self._run(self.registry.set_mount, name, MountRecord(mount_id, 1, mp))
             return mp
+
+    def _first_mount(self, name: str, mount_id: str, vol: Volume) -> str:
+        self.registry.acquire(name)
+        try:
+            mp = str(self._call_driver(f"mount volume {name!r}", self.driver.mount, vol))
+        except BaseException:
+            self.registry.release(name)
+            raise
+        try:
+            self.registry.set_mount(name, MountRecord(mount_id, 1, mp))
+        except BaseException:
+            self.driver.unmount(vol)
+            self.registry.release(name)
+            raise
+        return mp
 
     async def unmount(self, name: str, mount_id: str) -> None:
         async with self._locks.hold(name):
@@ -305,17 +315,20 @@ class VolumeService:
                     MountRecord(mount_id, held.count - 1, held.mountpoint, held.node),
                 )
                 return
-            # Record first: a crash after this leaves an attachment that recover() releases,
-            # never a record that would keep the volume "in use" forever.
-            await self._run(self.registry.delete_mount, name, mount_id)
-            after = self.registry.get(name)
-            if after is not None and not after.mounts:
-                try:
-                    await self._driver(
-                        f"unmount volume {name!r}", self.driver.unmount, self._volume(rec)
-                    )
-                finally:
-                    await self._run(self.registry.release, name)
+            await self._run(self._drop_mounts, name, [mount_id], self._volume(rec))
+
+    def _drop_mounts(self, name: str, mount_ids: Sequence[str], vol: Volume) -> None:
+        """Forget mount IDs; after the last one, release the volume as a last Unmount does."""
+        # Records first: a crash after this leaves an attachment that recover() releases,
+        # never a record that would keep the volume "in use" forever.
+        for mount_id in mount_ids:
+            self.registry.delete_mount(name, mount_id)
+        after = self.registry.get(name)
+        if mount_ids and after is not None and not after.mounts:
+            try:
+                self._call_driver(f"unmount volume {name!r}", self.driver.unmount, vol)
+            finally:
+                self.registry.release(name)
 
     async def release(self, name: str, mount_ids: Sequence[str] | None) -> Sequence[str]:
         """Forget mount records the engine will never end (``dockvol volume release``).
@@ -334,17 +347,9 @@ class VolumeService:
                 raise VolumeError(
                     f"volume {name!r} has no mount ID {', '.join(unknown)}; its mount IDs: {known}"
                 )
-            for mount_id in ids:
-                await self._run(self.registry.delete_mount, name, mount_id)
-            after = self.registry.get(name)
-            if ids and after is not None and not after.mounts:
-                log.warning("volume %r released by an operator (mount IDs %s)", name, ids)
-                try:
-                    await self._driver(
-                        f"unmount volume {name!r}", self.driver.unmount, self._volume(rec)
-                    )
-                finally:
-                    await self._run(self.registry.release, name)
+            if ids:
+                log.warning("volume %r released by an operator (mount IDs %s)", name, list(ids))
+            await self._run(self._drop_mounts, name, ids, self._volume(rec))
             return ids
 
     async def resize(self, name: str, size_text: str) -> int:
@@ -412,8 +417,12 @@ class VolumeService:
         return await loop.run_in_executor(self._pool, fn, *args)
 
     async def _driver(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._call_driver, what, fn, *args)
+
+    def _call_driver(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run driver code (in a worker thread): its failures become errors for the user."""
         try:
-            return await self._run(fn, *args)
+            return fn(*args)
         except (DriverError, VolumeError):
             if self.on_driver_error:
                 self.on_driver_error()
