@@ -20,6 +20,8 @@ import json
 import logging
 from typing import Any, Final
 
+from .coalesce import coalescing
+
 log = logging.getLogger("dockvol.guard")
 
 REQUEST_TIMEOUT: Final = 10.0  # the engine writes a whole request at once; 10 s is generous
@@ -145,7 +147,7 @@ def _h11_class(request_timeout: float, max_connections: int) -> type[Any]:
 
     class GuardedH11Protocol(_Guard, H11Protocol):
         def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
+            super().connection_made(coalescing(transport, self.loop))
             self._dv_start()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -190,7 +192,7 @@ def _httptools_class(request_timeout: float, max_connections: int, max_head: int
         _dv_head_too_large = False
 
         def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
+            super().connection_made(coalescing(transport, self.loop))
             self._dv_start()
 
         def connection_lost(self, exc: Exception | None) -> None:
