@@ -97,9 +97,15 @@ class VolumeService:
         problems: list[str] = []
         recovered = 0
         records = list(self.registry.all())
+        volumes: list[Volume] = []  # every volume whose options parse: audit must know them all
         for rec in records:
             try:
                 vol = self._volume(rec)
+            except VolumeError as exc:
+                problems.append(f"volume {rec.name!r}: {exc}")
+                continue
+            volumes.append(vol)
+            try:
                 before = rec.mountpoint
                 after = self.driver.recover(vol, Path(before) if before else None)
             except (DriverError, VolumeError) as exc:
@@ -118,7 +124,7 @@ class VolumeService:
                         )
         unexplained: list[str] = []
         try:
-            unexplained = self.driver.audit([self._volume(r) for r in records if self._parses(r)])
+            unexplained = self.driver.audit(volumes)
         except Exception as exc:
             log.exception("audit failed")
             problems.append(f"audit failed: {type(exc).__name__}: {exc}")
@@ -387,13 +393,6 @@ class VolumeService:
                 f"stored options of volume {rec.name!r} are no longer valid: {exc}"
             ) from None
         return Volume(rec.name, rec.key, values, rec.created_at, rec.options, self.secrets)
-
-    def _parses(self, rec: VolumeRecord) -> bool:
-        try:
-            parse_options(self.schema, rec.options)
-        except ValueError:
-            return False
-        return True
 
     def _same_or_refuse(
         self, existing: VolumeRecord, opts: Mapping[str, str], values: Mapping[str, Any]
