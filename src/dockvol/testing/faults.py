@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -290,7 +291,7 @@ def crash_during_burst(ctx: Context) -> None:
         """True: done; False: refused; None: reply lost."""
         try:
             r = ctx.client.call(endpoint, body, timeout=30)
-        except OSError:
+        except (OSError, http.client.HTTPException):  # killed mid-reply: IncompleteRead
             return None
         done = r.status == 200 and not r.err
         if not done and crashing.is_set():

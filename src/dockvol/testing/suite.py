@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import secrets
 import threading
 import time
@@ -174,7 +175,7 @@ class Context:
     def call(self, endpoint: str, body: Any = None, **kw: Any) -> Reply:
         try:
             return self.client.call(endpoint, body, **kw)
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:
             raise CheckFailed(
                 f"{endpoint}: transport error {type(e).__name__}: {e} (the plugin closed the "
                 f"connection or did not answer; the engine would retry with an empty body)"
