@@ -24,14 +24,10 @@ def _block(_kit_dir: Path) -> BlockDriver:
     return BlockDriver(root)
 
 
-# crash-during-burst: the in-process plugin's simulated kill answers the Mounts in flight with
-# HTTP 500 (uvicorn cancelling them) instead of dropping the connection as a killed process
-# does; the block driver's Mount is slow enough (losetup + mount) to be caught in flight. The
-# real kill -9 is covered by test_engine.py::test_kill_9_with_attached_volumes_then_restart.
 # 200 volumes for the latency check, not 1000: each Create makes a filesystem (~25 ms), and the
 # check is about Get and List, which never touch the driver's storage.
 TestBlockConformance = conformance_tests(
-    driver=_block, destructive=True, skip=("crash-during-burst",), config=Config(volumes=200)
+    driver=_block, destructive=True, config=Config(volumes=200)
 )
 
 
