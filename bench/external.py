@@ -26,12 +26,16 @@ QUICK_ARGS = {
 }
 
 
+#: Full runs: the block driver's engine operations against the built-in driver too.
+FULL_ARGS = {"block_bench.py": ["--engine"]}
+
+
 def run(script: str, quick: bool, timeout: float) -> dict[str, Any]:
     path = BENCH_DIR / script
     if not path.exists():
         return {"status": "absent", "script": script}
     module = f"bench.{path.stem}"
-    args = QUICK_ARGS.get(script, []) if quick else []
+    args = QUICK_ARGS.get(script, []) if quick else FULL_ARGS.get(script, [])
     t0 = time.perf_counter()
     try:
         r = _run(module, args, timeout)
