@@ -139,3 +139,22 @@ def test_options_that_no_longer_parse_are_reported_not_lost(tmp_path: Path) -> N
     assert svc.get("v") is not None
     with pytest.raises(VolumeError, match="no longer valid"):
         run(svc.mount("v", ID_B))
+
+
+def test_a_volume_recover_could_not_remount_is_mounted_again_by_its_next_user(
+    tmp_path: Path,
+) -> None:
+    reg = MemoryRegistry()
+    reg.create(VolumeRecord("v", "v-k", {}, datetime.now(UTC)))
+    reg.set_mount("v", MountRecord(ID_A, 1, "/was/here"))
+    svc, drv = service(tmp_path, reg)
+    drv.fail.add("recover")
+    svc.reconcile()
+    drv.fail.clear()
+    path = run(svc.mount("v", ID_B))
+    assert drv.calls[-1] == "mount v"  # not the stale path without mounting
+    assert path == str(tmp_path / "v-k")
+    assert run(svc.mount("v", "c" * 64)) == path
+    assert drv.calls.count("mount v") == 1  # mounted again once, then counted as usual
+    rec = reg.get("v")
+    assert rec is not None and {m.mountpoint for m in rec.mounts.values()} == {path}

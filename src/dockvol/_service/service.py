@@ -83,6 +83,8 @@ class VolumeService:
         # Driver.status is called on every Get; skip it entirely when the driver has none.
         self._has_status = type(driver).status is not Driver.status
         self._list_cache: tuple[int, bytes] | None = None
+        # Volumes with mount records whose mount recover() could not restore at start.
+        self._unrecovered: set[str] = set()
         # Per-volume parts of the Get reply, rebuilt when the record changes (Get is hot).
         # Bounded: the engine Gets every volume at its start, but only a few are hot, and a
         # view per volume of 10,000 would cost more memory than the registry itself.
@@ -105,15 +107,17 @@ class VolumeService:
                 problems.append(f"volume {rec.name!r}: {exc}")
                 continue
             volumes.append(vol)
+            before = rec.mountpoint
             try:
-                before = rec.mountpoint
                 after = self.driver.recover(vol, Path(before) if before else None)
             except (DriverError, VolumeError) as exc:
                 problems.append(f"volume {rec.name!r}: {exc}")
+                self._unrecovered.add(rec.name)
                 continue
             except Exception as exc:
                 log.exception("recover failed for volume %r", rec.name)
                 problems.append(f"volume {rec.name!r}: recover failed: {type(exc).__name__}: {exc}")
+                self._unrecovered.add(rec.name)
                 continue
             if before is not None:
                 recovered += len(rec.mounts)
@@ -288,8 +292,12 @@ class VolumeService:
                 )
                 return held.mountpoint
             mp = rec.mountpoint
-            if mp is None:
-                return await self._run(self._first_mount, name, mount_id, self._volume(rec))
+            if mp is None or name in self._unrecovered:
+                # Not mounted, or its mount records outlived a mount that recover could not
+                # restore: the driver mounts it now, as for a first user.
+                mp = await self._run(self._first_mount, name, mount_id, self._volume(rec))
+                self._unrecovered.discard(name)
+                return mp
             await self._run(self.registry.set_mount, name, MountRecord(mount_id, 1, mp))
             return mp
 
@@ -302,6 +310,10 @@ class VolumeService:
             raise
         try:
             self.registry.set_mount(name, MountRecord(mount_id, 1, mp))
+            rec = self.registry.get(name)
+            for m in rec.mounts.values() if rec is not None else ():
+                if m.mountpoint != mp:  # records that outlived an unrecovered mount
+                    self.registry.set_mount(name, MountRecord(m.mount_id, m.count, mp, m.node))
         except BaseException:
             self.driver.unmount(vol)
             self.registry.release(name)
