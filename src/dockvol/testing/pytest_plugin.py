@@ -133,7 +133,8 @@ def conformance_tests(
 
     class TestConformance:
         @pytest.fixture(scope="class")
-        def dockvol_runner(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+        @classmethod
+        def dockvol_runner(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
             try:
                 yield target.start(tmp_path_factory.mktemp("dockvol-conformance"))
             finally:
