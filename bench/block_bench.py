@@ -42,12 +42,7 @@ def _timed(sock: Any, endpoint: str, body: dict[str, Any]) -> float:
 
 
 def _summary(samples: list[float]) -> dict[str, float]:
-    return {
-        "median_ms": round(stats.ms(stats.median(samples)), 2),
-        "p90_ms": round(stats.ms(stats.percentile(samples, 90)), 2),
-        "max_ms": round(stats.ms(max(samples)), 2),
-        "n": len(samples),
-    }
+    return stats.summary(samples, digits=2)
 
 
 def measure(repeats: int = 10) -> dict[str, Any]:

@@ -36,12 +36,7 @@ def _call(plugin: Any, endpoint: str, body: dict[str, Any]) -> float:
 
 
 def _summary(samples: list[float]) -> dict[str, float]:
-    return {
-        "median_ms": round(stats.ms(stats.median(samples)), 3),
-        "p90_ms": round(stats.ms(stats.percentile(samples, 90)), 3),
-        "max_ms": round(stats.ms(max(samples)), 3),
-        "n": len(samples),
-    }
+    return stats.summary(samples, digits=3)
 
 
 def _start(base: Path, name: str, shared: Path, registry: str, *extra: str) -> Any:

@@ -28,6 +28,16 @@ def ms(seconds: float) -> float:
     return seconds * 1000.0
 
 
+def summary(samples: Sequence[float], digits: int = 3) -> dict[str, float]:
+    """Median, p90 and max in ms, and the sample count: one row of a bench table."""
+    return {
+        "median_ms": round(ms(median(samples)), digits),
+        "p90_ms": round(ms(percentile(samples, 90)), digits),
+        "max_ms": round(ms(max(samples)), digits),
+        "n": len(samples),
+    }
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` so far (from /proc): the server's own cost, which
     scheduling noise from other processes on the machine does not inflate."""
