@@ -21,6 +21,8 @@ import pytest
 from dockvol import Volume
 from dockvol._sdk.options import parse_options
 from dockvol.drivers.block import BlockDriver, loop, mounttable
+from tests.support.engine import Engine
+from tests.support.plugin import Plugin
 
 #: Every temporary directory of these tests starts with this.
 BASE_PREFIX = "/tmp/dvblk"
@@ -143,3 +145,30 @@ def make_volume() -> MakeVolume:
         return Volume(name, key, values, datetime.now(UTC), dict(opts))
 
     return make
+
+
+def release_engine_plugin(engine: Engine, plugin: Plugin, base: Path, driver: str) -> None:
+    """Teardown of a block plugin serving an engine: bring it back if a test killed it (the
+    engine needs it to unmount and remove), remove every container and its volumes, stop it,
+    and check that nothing it mounted or attached is left."""
+    if plugin.proc is None or plugin.proc.poll() is not None:
+        plugin.launch()
+    for cid in engine.docker("ps", "-aq", check=False).stdout.split():
+        engine.docker("rm", "-f", cid, check=False)
+    vols = engine.docker(
+        "volume", "ls", "-q", "--filter", f"driver={driver}", check=False
+    ).stdout.split()
+    for v in vols:
+        engine.docker("volume", "rm", v, check=False)
+    plugin.stop()
+    left = cleanup_under(base)
+    assert not left, f"the plugin left mounts or loop devices after its volumes went: {left}"
+
+
+@pytest.fixture
+def containers(engine: Engine) -> Iterator[list[str]]:
+    """Names of containers a test made; removed after it."""
+    made: list[str] = []
+    yield made
+    for name in reversed(made):
+        engine.docker("rm", "-f", name, check=False)

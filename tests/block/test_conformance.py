@@ -33,9 +33,12 @@ def _block(kit_dir: Path) -> BlockDriver:
 TestBlockConformance = conformance_tests(
     driver=_block,
     destructive=True,
-    # In process there is no plugin process to SIGTERM; serve's graceful stop is tested for
-    # real in tests/engine/test_shutdown.py.
-    skip=("stop-removes-socket",),
+    # In process there is no plugin process to SIGTERM or SIGKILL: a "kill" there stops the
+    # server, but driver work already in worker threads (a block Mount is slow enough to be
+    # caught) still finishes after the restarted service has reconciled, so a burst can leave an
+    # attachment no real crash would. The real cases run on real processes:
+    # tests/engine/test_shutdown.py (graceful stop) and test_engine.py (kill -9 while attached).
+    skip=("stop-removes-socket", "crash-during-burst"),
     config=Config(volumes=200),
 )
 

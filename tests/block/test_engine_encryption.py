@@ -24,7 +24,7 @@ from dockvol.drivers.block import fscrypt, loop
 from tests.support.engine import BUSYBOX_IMAGE, Engine
 from tests.support.plugin import Plugin
 
-from .conftest import BASE_PREFIX, cleanup_under
+from .conftest import BASE_PREFIX, release_engine_plugin
 from .test_engine import run, run_detached, wait_until
 
 pytestmark = pytest.mark.engine
@@ -80,26 +80,7 @@ def plugin(engine: Engine, base: Path, secrets_dir: Path) -> Iterator[Plugin]:
         yield p
     finally:
         set_secret(secrets_dir, PASSPHRASE)
-        if p.proc is None or p.proc.poll() is not None:
-            p.launch()  # a test killed it: the engine needs it to unmount and remove
-        for cid in engine.docker("ps", "-aq", check=False).stdout.split():
-            engine.docker("rm", "-f", cid, check=False)
-        vols = engine.docker(
-            "volume", "ls", "-q", "--filter", f"driver={DRIVER}", check=False
-        ).stdout.split()
-        for v in vols:
-            engine.docker("volume", "rm", v, check=False)
-        p.stop()
-        left = cleanup_under(base)
-        assert not left, f"the plugin left mounts or loop devices after its volumes went: {left}"
-
-
-@pytest.fixture
-def containers(engine: Engine) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for name in reversed(made):
-        engine.docker("rm", "-f", name, check=False)
+        release_engine_plugin(engine, p, base, DRIVER)
 
 
 def image(plugin: Plugin, volume: str) -> Path:
