@@ -4,11 +4,22 @@ A plugin author needs only this module::
 
     from dockvol import Driver, DriverError, Option, Volume
 
+and, for driver code that runs tools or deletes files, :mod:`dockvol.host`.
+
 Everything whose name starts with an underscore is private and may change.
 """
 
+from ._sdk.context import ClusterHold, HostContext
 from ._sdk.driver import Driver, Scope
-from ._sdk.errors import DriverError
+from ._sdk.errors import (
+    AlreadyExists,
+    DockvolError,
+    DriverError,
+    InUse,
+    InvalidRequest,
+    NotFound,
+    VolumeError,
+)
 from ._sdk.options import REQUIRED, Option, SecretRef
 from ._sdk.volume import Volume
 
@@ -16,12 +27,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "REQUIRED",
+    "AlreadyExists",
+    "ClusterHold",
+    "DockvolError",
     "Driver",
     "DriverError",
+    "HostContext",
+    "InUse",
+    "InvalidRequest",
+    "NotFound",
     "Option",
     "Scope",
     "SecretRef",
     "Volume",
+    "VolumeError",
     "__version__",
     "create_app",
 ]

@@ -1,4 +1,4 @@
-"""The block driver on a root shared by several hosts (``node_local``: a cluster registry).
+"""The block driver on a root shared by several hosts (``HostContext.shared_root``: a cluster registry).
 
 Against the real kernel (root), no engine: mounts stay on the node, and start-up recovery never
 touches what another node may own (its create in progress, its attached image).
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dockvol import DriverError
+from dockvol import DriverError, HostContext
 from dockvol._sdk.options import parse_options
 from dockvol.drivers.block import BlockDriver, loop, mounttable
 from dockvol.drivers.block.driver import NEW_FILE_GRACE
@@ -23,10 +23,15 @@ from .conftest import Holder, MakeVolume
 
 def cluster_driver(root: Path) -> BlockDriver:
     root.mkdir(exist_ok=True)
-    d = BlockDriver(root)
-    d.node_local(root.parent / "node-state")
+    d = BlockDriver(root, shared_root_context(root))
     d.setup()
     return d
+
+
+def shared_root_context(root: Path) -> HostContext:
+    return HostContext(
+        plugin="blk", node="a", local_dir=root.parent / "node-state", shared_root=True
+    )
 
 
 def test_access_defaults_to_single_node_and_multi_is_refused() -> None:
@@ -36,8 +41,7 @@ def test_access_defaults_to_single_node_and_multi_is_refused() -> None:
 
 
 def test_a_missing_shared_root_is_refused_not_created(root: Path) -> None:
-    d = BlockDriver(root)
-    d.node_local(root.parent / "node-state")
+    d = BlockDriver(root, shared_root_context(root))
     with pytest.raises(DriverError, match="does not exist: mount the shared filesystem"):
         d.setup()
     assert not root.exists()

@@ -21,12 +21,7 @@ OPTION: Final = "access"
 
 
 def access_option(default: Access = MULTI) -> Option:
-    return Option.choice(
-        *ACCESS_MODES,
-        default=default,
-        help="multi: every node may mount the volume at once; single-node: one node at a time "
-        "(others are refused until it unmounts, or until its lease expires if it dies)",
-    )
+    return Option.access(default)
 
 
 def access_of(options: Mapping[str, str], default: str = MULTI) -> str:

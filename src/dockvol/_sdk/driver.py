@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from .context import HostContext
 from .errors import DriverError
 from .options import Option
 from .volume import Volume
@@ -32,9 +33,12 @@ class Driver:
     #: Needs CAP_SYS_ADMIN and /dev (it mounts filesystems): used to package a managed plugin.
     needs_mount_privileges: ClassVar[bool] = False
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, context: HostContext | None = None) -> None:
         #: The directory where this driver keeps its volumes (``--root``).
         self.root = root
+        #: Facts about this host: plugin name, node name, a node-local directory, whether
+        #: ``root`` is shared by several hosts, the cluster's single-node hold.
+        self.context = context if context is not None else HostContext.standalone()
 
     def setup(self) -> None:
         """Called once at start, before anything else (create directories, check tools)."""
@@ -83,3 +87,14 @@ class Driver:
     def resize(self, volume: Volume, size: int, mountpoint: Path | None) -> None:
         """Grow the volume to ``size`` bytes (``dockvol volume resize``)."""
         raise DriverError(f"driver {type(self).__name__} cannot resize volumes")
+
+    def fence(self, volume: Volume, mountpoint: Path) -> bool:
+        """Stop every write to this mounted volume on this host, now.
+
+        Called (off the event loop) when this host can no longer prove that it alone holds a
+        single-node volume: another node may take it soon. Make the storage refuse writes
+        (containers then get I/O errors) and release it where nothing holds it; never block for
+        long. Return ``True`` when the volume is fenced, ``False`` when this driver cannot fence
+        (a plain directory on a shared filesystem): the framework reports which it was.
+        """
+        return False

@@ -46,7 +46,15 @@ def parse_mode(text: str) -> int:
     t = text.strip().lower().removeprefix("0o")
     if not re.fullmatch(r"[0-7]{1,4}", t):
         raise ValueError(f"{text!r} is not an octal mode; use digits 0-7, like 0755")
-    return int(t, 8)
+    mode = int(t, 8)
+    if mode & 0o6000:
+        # A set-id bit on a directory makes files created in it inherit its group (or, on some
+        # systems, owner): a way for one container to hand another its identity.
+        raise ValueError(
+            f"{text!r} sets the setuid or setgid bit, which a volume's top directory must not "
+            "have; use the permission bits (and the sticky bit 1000 if you need it), like 1777"
+        )
+    return mode
 
 
 def parse_bool(text: str) -> bool:
@@ -132,6 +140,19 @@ class Option:
     def id(cls, default: int | None = None, help: str = "") -> Option:
         """A numeric uid or gid."""
         return cls(parse_id, default, help)
+
+    @classmethod
+    def access(cls, default: str = "multi", help: str = "") -> Option:
+        """Who may mount a volume at once with a cluster registry: ``multi`` (every node) or
+        ``single-node`` (one node at a time, held through the registry)."""
+        return cls(
+            str,
+            default,
+            help
+            or "multi: every node may mount the volume at once; single-node: one node at a time "
+            "(others are refused until it unmounts, or until its lease expires if it dies)",
+            choices=("multi", "single-node"),
+        )
 
     @classmethod
     def secret_ref(cls, default: str | None = None, help: str = "") -> Option:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dockvol import Driver, DriverError, Option, Volume
-from dockvol._sdk.fs import child, is_real_dir, remove_tree
+from dockvol.host import child, is_real_dir, remove_tree
 
 log = logging.getLogger("dockvol.local")
 

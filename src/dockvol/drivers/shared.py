@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dockvol import DriverError, Option, Scope, Volume
-from dockvol._cluster.access import access_option
 
 from .local import LocalDriver
 
@@ -28,7 +27,7 @@ class SharedDriver(LocalDriver):
     scope: ClassVar[Scope] = "global"
     options: ClassVar[Mapping[str, Option]] = {
         **LocalDriver.options,
-        "access": access_option("multi"),
+        "access": Option.access("multi"),
     }
 
     def setup(self) -> None:

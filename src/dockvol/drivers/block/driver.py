@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-from dockvol import Driver, DriverError, Option, SecretRef, Volume
-from dockvol._cluster.access import MULTI, SINGLE_NODE
+from dockvol import Driver, DriverError, HostContext, Option, SecretRef, Volume
 
 from . import encryption, loop, mounttable
 from .commands import run
@@ -43,13 +42,13 @@ NEW_FILE_GRACE: Final = 600.0
 
 
 def _parse_access(value: str) -> str:
-    if value == MULTI:
+    if value == "multi":
         raise ValueError(
             "block volumes are single-node only: a filesystem image mounted on two hosts at once "
             "is corrupted; drop -o access=multi (use the shared driver for a directory that "
             "every node mounts at once)"
         )
-    if value != SINGLE_NODE:
+    if value != "single-node":
         raise ValueError(f"{value!r} is not valid; block volumes accept only access=single-node")
     return value
 
@@ -121,35 +120,36 @@ class BlockDriver(Driver):
         # With a cluster registry: one node at a time (the only mode a filesystem image allows).
         "access": Option(
             _parse_access,
-            default=SINGLE_NODE,
+            default="single-node",
             help="single-node (the only mode): with a cluster registry, one node at a time "
             "mounts the volume; others are refused until it unmounts",
         ),
     }
     needs_mount_privileges: ClassVar[bool] = True
 
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
+    def __init__(self, root: Path, context: HostContext | None = None) -> None:
+        super().__init__(root, context)
+        ctx = self.context
         self.images = root / "images"
-        self.mounts = root / "mounts"
-        #: True when ``root`` is shared by several hosts (see :meth:`node_local`).
-        self.clustered = False
+        #: True when ``root`` is shared by several hosts: images stay on the shared root, mounts
+        #: move to this node's own ``local_dir`` (a mount is a per-host thing, and a mountpoint
+        #: on the shared filesystem would be one directory for every node).
+        self.clustered = ctx.shared_root
+        self.mounts = (
+            ctx.local_dir / "mounts"
+            if ctx.shared_root and ctx.local_dir is not None
+            else root / "mounts"
+        )
         #: With a cluster registry: takes a volume's single-node hold for this node, or raises
-        #: DriverError naming the holder (serve sets it to the registry's ``acquire``).
-        self.cluster_hold: Callable[[str], None] | None = None
+        #: DriverError naming the holder.
+        self.cluster_hold: Callable[[str], None] | None = (
+            ctx.cluster.acquire if ctx.cluster is not None else None
+        )
         self._lock = threading.Lock()
         self._attached: dict[str, Attachment] = {}
         #: Loop devices of ours found mounted at start, until a record claims them: key -> device.
         self._unclaimed: dict[str, str] = {}
         self._settled = False
-
-    def node_local(self, node_dir: Path) -> None:
-        """Serve a root shared by several hosts (a cluster registry): images stay on the shared
-        root, mounts move to ``node_dir/mounts`` (this node's own state directory): a mount is
-        a per-host thing, and a mountpoint on the shared filesystem would be one directory for
-        every node. Call before :meth:`setup`."""
-        self.mounts = node_dir / "mounts"
-        self.clustered = True
 
     # -- paths ----------------------------------------------------------------------------------
     def _key(self, volume: Volume) -> str:
