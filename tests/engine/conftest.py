@@ -2,6 +2,10 @@
 
 The engine discovers the plugin as ``dockvol`` (its socket is ``engine.plugins_dir /
 "dockvol.sock"``). If the engine cannot start, the fixture raises: the tests fail, never skip.
+
+The ``engine`` fixture is parametrized over both engines (ids ``20.10`` and ``26``): every test
+that uses it runs on each, one module at a time per engine. A test whose engine behaves
+differently asserts each engine's own behaviour (``engine.release``).
 """
 
 from __future__ import annotations
@@ -15,16 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.engine import Engine
+from tests.support.engine import ENGINE_VERSIONS, Engine
 from tests.support.plugin import Plugin
 
 PLUGIN = "dockvol"
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
-    eng = Engine.start()
+@pytest.fixture(scope="module", params=ENGINE_VERSIONS)
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    eng = Engine.start(version=request.param)
     try:
         eng.ensure_busybox()
         yield eng
@@ -33,8 +37,10 @@ def engine() -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="module")
-def plugin_base() -> Iterator[Path]:
-    """Where the module's plugin keeps its files: ``vols/root`` (--root), ``state/`` (--state)."""
+def plugin_base(engine: Engine) -> Iterator[Path]:
+    """Where the module's plugin keeps its files: ``vols/root`` (--root), ``state/`` (--state).
+
+    One per engine (it depends on ``engine``): each engine's run starts from an empty plugin."""
     base = Path(tempfile.mkdtemp(prefix="dvp", dir="/tmp"))
     try:
         yield base

@@ -4,6 +4,10 @@ Each engine runs in its own mount namespace with its own /run/docker/plugins (bo
 ``<dir>/plugins``) and, optionally, its own /etc/docker/plugins (``<dir>/specs``), data root, exec
 root, API socket and containerd namespace, so it sees only the plugins a test puts there and never
 touches the host's daemon. Engines that cannot start raise: tests must fail, not skip.
+
+Two engines: Debian 12's 20.10 (the default, installed by ``./dev``) and Debian 13's 26.1.5,
+unpacked by ``./dev`` into ``$DOCKVOL_ENGINE26`` (default /var/cache/dockvol/engine26) and run with
+Debian 12's runc first in PATH. Each is driven by its own CLI.
 """
 
 from __future__ import annotations
@@ -40,17 +44,49 @@ _BUSYBOX_LINKS = (
 )
 
 
+ENGINE_VERSIONS = ("20.10", "26")
+ENGINE26_DEFAULT = "/var/cache/dockvol/engine26"
+
+
 class EngineError(RuntimeError):
     pass
 
 
+def engine26_dir() -> Path:
+    """Where ``./dev`` unpacked engine 26; raises if it has not (run ``./dev setup``)."""
+    c = Path(os.environ.get("DOCKVOL_ENGINE26") or ENGINE26_DEFAULT)
+    if not (c / ".ready").is_file():
+        raise EngineError(f"engine 26 is not prepared in {c}: run ./dev setup (see dev)")
+    return c
+
+
+def _binaries(version: str) -> tuple[str, dict[str, str] | None]:
+    """The CLI for ``version`` and the environment its dockerd runs with (None: inherited)."""
+    if version == "20.10":
+        # Debian's docker.io CLI, not whatever `docker` comes first in PATH: the same CLI on
+        # every machine, and the one a user of this engine has.
+        if shutil.which("dockerd") is None or not Path("/usr/bin/docker").exists():
+            raise EngineError("dockerd not found: install Debian's docker.io (see ./dev)")
+        return "/usr/bin/docker", None
+    if version == "26":
+        c = engine26_dir()
+        path = f"{c}/runc:{c}/root/usr/sbin:{c}/root/usr/bin:{os.environ.get('PATH', '')}"
+        return f"{c}/root/usr/bin/docker", {**os.environ, "PATH": path}
+    raise EngineError(f"unknown engine version {version!r}: use one of {ENGINE_VERSIONS}")
+
+
 class Engine:
-    """One private dockerd. ``Engine.start()`` returns it running; ``stop()`` ends it."""
+    """One private dockerd. ``Engine.start()`` returns it running; ``stop()`` ends it.
+
+    ``Engine.start(version="26")`` runs engine 26.1.5 instead of 20.10; ``engine.release`` says
+    which ("20.10" or "26"), ``engine.version`` is the server's full version string.
+    """
 
     def __init__(
         self,
         base: Path,
         *,
+        version: str = "20.10",
         extra_args: Sequence[str] = (),
         bind_specs: bool = True,
         extra_binds: Sequence[tuple[str, str]] = (),
@@ -66,15 +102,24 @@ class Engine:
         self.bind_specs = bind_specs
         self.extra_binds = list(extra_binds)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.release = version
+        self.cli, self.env = _binaries(version)
+        self.version = ""
 
     @classmethod
-    def start(cls, base: Path | None = None, timeout: float = 60.0, **kw: object) -> Engine:
-        if shutil.which("dockerd") is None:
-            raise EngineError("dockerd not found: install Debian's docker.io (see .ci/run)")
+    def start(
+        cls,
+        base: Path | None = None,
+        timeout: float = 60.0,
+        *,
+        version: str = "20.10",
+        **kw: object,
+    ) -> Engine:
+        _binaries(version)  # raises before any directory is made if the engine is missing
         if base is None:
             # Short path: unix socket paths are limited to 107 bytes.
             base = Path(tempfile.mkdtemp(prefix="dve", dir="/tmp"))
-        eng = cls(base, **kw)  # type: ignore[arg-type]
+        eng = cls(base, version=version, **kw)  # type: ignore[arg-type]
         eng._launch(timeout)
         return eng
 
@@ -101,11 +146,14 @@ class Engine:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=self.env,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise EngineError(f"dockerd exited ({self.proc.returncode}):\n{self.tail_log()}")
+                raise EngineError(
+                    f"dockerd {self.release} exited ({self.proc.returncode}):\n{self.tail_log()}"
+                )
             if self.sock.exists():
                 r = subprocess.run(
                     self.cli_args("version", "--format", "{{.Server.Version}}"),
@@ -118,7 +166,9 @@ class Engine:
                     return
             time.sleep(0.2)  # polling for readiness, not synchronising a test
         self.stop()
-        raise EngineError(f"dockerd did not answer within {timeout}s:\n{self.tail_log()}")
+        raise EngineError(
+            f"dockerd {self.release} did not answer within {timeout}s:\n{self.tail_log()}"
+        )
 
     def enter_args(self) -> list[str]:
         """A command prefix that runs a program in this engine's mount namespace.
@@ -138,7 +188,7 @@ class Engine:
             return "(no log)"
 
     def cli_args(self, *args: str) -> list[str]:
-        return ["docker", "-H", f"unix://{self.sock}", *args]
+        return [self.cli, "-H", f"unix://{self.sock}", *args]
 
     def docker(
         self, *args: str, check: bool = True, timeout: float = 180.0, input: str | None = None
