@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from dockvol import DriverError
+from dockvol._cluster.registry import EtcdRegistry, open_registry
 from dockvol._registry.base import Conflict, MountRecord, VolumeRecord
-from dockvol._registry.etcd import EtcdRegistry, open_registry
 
 from .conftest import wait_for
 from .etcd import CutProxy, EtcdCluster, make_pki

@@ -11,8 +11,8 @@ from dockvol import DriverError
 from dockvol._cluster.access import access_of, access_option
 from dockvol._cluster.client import EtcdURL, prefix_end
 from dockvol._cluster.keys import MOUNTS, VOLUMES, Layout, decode_volume, encode_volume
+from dockvol._cluster.registry import open_registry
 from dockvol._registry.base import VolumeRecord
-from dockvol._registry.etcd import open_registry
 from dockvol._registry.sqlite import SqliteRegistry
 from dockvol._sdk.options import parse_options
 

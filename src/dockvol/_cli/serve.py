@@ -158,7 +158,7 @@ def open_registry(args: argparse.Namespace, driver_cls: type[Any]) -> Any:
 
         return SqliteRegistry(args.state)
     if url.startswith(("etcd://", "etcds://")):
-        from dockvol._registry.etcd import open_registry as open_etcd
+        from dockvol._cluster.registry import open_registry as open_etcd
 
         # The driver's default access mode; a driver that declares none and whose volumes are
         # not shared storage (scope local, e.g. block) gets single-node: one node at a time.

@@ -10,7 +10,7 @@ Under the prefix ``P`` (the URL's path, else ``/dockvol/<plugin name>``)::
 ``<name>`` and ``<node>`` are percent-encoded (volume names may hold ``/``), so every key splits
 back unambiguously. Mount records, holders and node keys ride on the node's lease: when a node
 dies they vanish after the TTL, so a dead node never keeps a volume "in use" forever. The node's
-own mount records are kept durably on the node too (see ``_registry/etcd.py``) and republished.
+own mount records are kept durably on the node too (see ``_cluster/registry.py``) and republished.
 """
 
 from __future__ import annotations

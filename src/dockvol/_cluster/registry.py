@@ -34,11 +34,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .._cluster import client as ec
-from .._cluster.access import MULTI, SINGLE_NODE, access_of
-from .._cluster.client import EtcdClient, EtcdError, EtcdUnavailable, EtcdURL, LeaseNotFound
-from .._cluster.holders import Holders
-from .._cluster.keys import (
+from .._registry.base import Conflict, MountRecord, Registry, VolumeRecord
+from .._registry.sqlite import SqliteRegistry
+from .._sdk.errors import DriverError
+from . import client as ec
+from .access import MULTI, SINGLE_NODE, access_of
+from .client import EtcdClient, EtcdError, EtcdUnavailable, EtcdURL, LeaseNotFound
+from .holders import Holders
+from .keys import (
     HOLDERS,
     MOUNTS,
     NODES,
@@ -51,10 +54,7 @@ from .._cluster.keys import (
     encode_mount,
     encode_volume,
 )
-from .._cluster.session import Session
-from .._sdk.errors import DriverError
-from .base import Conflict, MountRecord, Registry, VolumeRecord
-from .sqlite import SqliteRegistry
+from .session import Session
 
 log = logging.getLogger("dockvol.cluster")
 
