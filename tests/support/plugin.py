@@ -63,7 +63,9 @@ class Plugin:
         args: Sequence[str],
         log: Path,
         wrap: Sequence[str] = (),
+        cwd: Path | None = None,
     ) -> None:
+        self.cwd = cwd
         self.sock, self.root, self.state, self.args, self.log = sock, root, state, list(args), log
         #: A command prefix, e.g. ``engine.enter_args()`` to run the plugin in the engine's mount
         #: namespace (drivers that mount filesystems: the engine must see their mounts).
@@ -81,11 +83,12 @@ class Plugin:
         timeout: float = 20.0,
         env: dict[str, str] | None = None,
         wrap: Sequence[str] = (),
+        cwd: Path | None = None,
     ) -> Plugin:
         args = ["--socket", str(sock), "--root", str(root), "--state", str(state), *extra]
         if name:
             args += ["--name", name]
-        p = cls(sock, root, state, args, state.parent / f"{sock.stem}.log", wrap)
+        p = cls(sock, root, state, args, state.parent / f"{sock.stem}.log", wrap, cwd)
         p.launch(timeout, env)
         return p
 
@@ -97,6 +100,7 @@ class Plugin:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
+                cwd=self.cwd,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

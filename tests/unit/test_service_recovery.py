@@ -93,7 +93,7 @@ def test_a_failed_last_unmount_still_forgets_the_mount_id(tmp_path: Path) -> Non
     with pytest.raises(DriverError):
         run(svc.unmount("v", ID_A))
     got = svc.get("v")
-    assert got is not None and got["Status"]["mounts"] == 0
+    assert got is not None and got.mounts == 0
     drv.fail.clear()
     run(svc.remove("v"))  # the volume is not stuck "in use"
 

@@ -6,22 +6,18 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_NAME = "dockvol"
-DEFAULT_ROOT = "/var/lib/dockvol/volumes"
-DEFAULT_STATE = "/var/lib/dockvol/state"
-LOG_LEVELS = ("debug", "info", "warning", "error")
+from dockvol._cli import serve_flags
+
+LEGACY_ROOT = "/var/lib/dockvol/volumes"  # the defaults before per-name directories
+LEGACY_STATE = "/var/lib/dockvol/state"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 log = logging.getLogger("dockvol")
-
-
-def env_default(flag: str, default: Any = None) -> Any:
-    """Every flag can also come from DOCKVOL_<FLAG> (``docker plugin set`` sets env vars)."""
-    # Empty counts as unset: a managed plugin declares every variable, some with no value.
-    return os.environ.get("DOCKVOL_" + flag.upper().replace("-", "_")) or default
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,123 +28,130 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Every flag can also be set by an environment variable DOCKVOL_<FLAG> "
         "(e.g. DOCKVOL_ROOT, DOCKVOL_LOG_LEVEL).",
     )
-    a = p.add_argument
-    a(
-        "--driver",
-        default=env_default("driver", "local"),
-        help="driver: local, block, shared, or module:Class for your own (default: local)",
-    )
-    a(
-        "--name",
-        default=env_default("name", DEFAULT_NAME),
-        help="plugin name the engine knows it by: docker volume create -d NAME (default: dockvol)",
-    )
-    a(
-        "--socket",
-        type=Path,
-        default=env_default("socket"),
-        help="unix socket path (default: /run/docker/plugins/NAME.sock)",
-    )
-    a(
-        "--root",
-        type=Path,
-        default=Path(env_default("root", DEFAULT_ROOT)),
-        help=f"where volumes live (default: {DEFAULT_ROOT})",
-    )
-    a(
-        "--state",
-        type=Path,
-        default=Path(env_default("state", DEFAULT_STATE)),
-        help=f"where the registry lives (default: {DEFAULT_STATE})",
-    )
-    a(
-        "--socket-group",
-        default=env_default("socket_group"),
-        help="group owning the socket (mode 0660; default: docker if it exists, else root)",
-    )
-    a(
-        "--secrets-dir",
-        type=Path,
-        default=env_default("secrets_dir"),
-        help="directory of secret files for options given as secret:NAME",
-    )
-    # TCP + mutual TLS and metrics (docs/security.md).
-    a(
-        "--tcp",
-        default=env_default("tcp"),
-        metavar="HOST:PORT",
-        help="also serve the engine over TCP (needs --tls, or --allow-plaintext-tcp on loopback); "
-        "the unix socket then defaults to /run/dockvol/NAME.sock, out of the engine's sight",
-    )
-    a("--tls", type=Path, default=env_default("tls"), metavar="DIR",
-      help="certificates made by 'dockvol tls init DIR' (mutual TLS)")  # fmt: skip
-    a("--tls-cert", type=Path, default=env_default("tls_cert"), help="own server certificate")
-    a("--tls-key", type=Path, default=env_default("tls_key"), help="own server key (0600)")
-    a("--tls-ca", type=Path, default=env_default("tls_ca"), help="CA that signs client certs")
-    a(
-        "--spec-dir",
-        type=Path,
-        default=Path(env_default("spec_dir", "/etc/docker/plugins")),
-        help="where to write NAME.json for the engine with --tcp (default: /etc/docker/plugins)",
-    )
-    a(
-        "--allow-plaintext-tcp",
-        action="store_true",
-        default=env_default("allow_plaintext_tcp", "") in ("1", "true", "yes"),
-        help="allow --tcp without TLS; only accepted for a loopback address",
-    )
-    a(
-        "--metrics",
-        default=env_default("metrics"),
-        metavar="[HOST:]PORT",
-        help="serve Prometheus /metrics and /health there (off by default; host: 127.0.0.1)",
-    )
-    a(
-        "--registry",
-        default=env_default("registry", "sqlite:"),
-        help="where volume records live: sqlite: (in --state, the default) or etcd://HOST:PORT[,...]",
-    )
-    a(
-        "--node",
-        default=env_default("node", os.uname().nodename),
-        help="this host's name in a cluster registry (default: the hostname)",
-    )
-    a(
-        "--lease-ttl",
-        type=float,
-        default=float(env_default("lease_ttl", "15")),
-        help="seconds before a dead node's single-node volumes are released (cluster registry)",
-    )
-    a(
-        "--log-level",
-        choices=LOG_LEVELS,
-        default=env_default("log_level", "info").lower(),
-        help="default: info (one line per request)",
-    )
-    a("--log-format", choices=("text", "json"), default=env_default("log_format", "text"))
+    serve_flags.add_to(p)
     p.set_defaults(func=run)
 
 
+def resolve_paths(args: argparse.Namespace) -> None:
+    """Fill in --root and --state from --name: each plugin has its own directories.
+
+    Installs from before per-name directories kept the plugin ``dockvol`` in
+    /var/lib/dockvol/{volumes,state}: when that state exists and the new one does not, it is
+    used as it is (nothing moves; the log says how to move it).
+    """
+    if not _NAME_RE.match(args.name):
+        raise _Refused(
+            f"--name {args.name!r} is not a valid plugin name; use letters, digits, '.', '_' "
+            "and '-' (the engine finds the plugin as /run/docker/plugins/NAME.sock)"
+        )
+    base = Path(serve_flags.BASE_DIR) / args.name
+    legacy = (
+        args.name == "dockvol"
+        and args.root is None
+        and args.state is None
+        and (Path(LEGACY_STATE) / "registry.db").exists()
+        and not (base / "state").exists()
+    )
+    if legacy:
+        args.root, args.state = Path(LEGACY_ROOT), Path(LEGACY_STATE)
+        log.warning(
+            "using the state of an older dockvol in %s and its volumes in %s; to move them to "
+            "the per-plugin default, stop the plugin and run: mkdir -p %s && mv %s %s %s/",
+            LEGACY_STATE,
+            LEGACY_ROOT,
+            base,
+            LEGACY_ROOT,
+            LEGACY_STATE,
+            base,
+        )
+    args.root = (args.root or base / "volumes").absolute()
+    args.state = (args.state or base / "state").absolute()
+    if args.node is None:
+        args.node = os.uname().nodename
+
+
 def load_driver(spec: str) -> type[Any]:
-    """``local`` -> dockvol.drivers.local.DRIVER; ``pkg.mod:Class`` -> that class."""
+    """``local`` -> dockvol.drivers.local.DRIVER; ``pkg.mod:Class`` -> that class.
+
+    Modules are found in the current directory first, as ``python -m`` would.
+    """
     from dockvol import Driver
 
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
-    else:
+    elif spec.isidentifier():
         module_name, attr = f"dockvol.drivers.{spec}", "DRIVER"
+    else:
+        module_name, attr = "", ""
+    if not module_name or not attr:
+        raise _Refused(
+            f"--driver {spec!r} is not a driver: use local, block, shared, or module:Class "
+            "for your own (a module in the current directory or on PYTHONPATH)"
+        )
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if (exc.name and module_name.startswith(exc.name)) or exc.name == module_name:
-            raise SystemExit(
-                f"dockvol serve: unknown driver {spec!r}: use local, block, shared, or module:Class"
+        if ":" not in spec and exc.name == module_name:
+            raise _Refused(
+                f"unknown driver {spec!r}: use local, block, shared, or module:Class"
             ) from None
-        raise
+        raise _Refused(
+            f"cannot load driver {spec!r}: importing module {module_name!r} failed: {exc} "
+            f"(looked in {cwd} and on the Python path; is the file {module_name.replace('.', '/')}"
+            ".py there?)"
+        ) from None
+    except Exception as exc:  # the module itself failed: say where
+        log.debug("importing %s failed", module_name, exc_info=True)
+        raise _Refused(
+            f"cannot load driver {spec!r}: module {module_name!r} ({getattr(exc, 'filename', '') or cwd}) "
+            f"raised {type(exc).__name__}: {exc}"
+        ) from None
     cls = getattr(module, attr, None)
+    if cls is None:
+        found = sorted(
+            n
+            for n, v in vars(module).items()
+            if isinstance(v, type) and issubclass(v, Driver) and v is not Driver
+        )
+        raise _Refused(
+            f"cannot load driver {spec!r}: module {module_name!r} has no {attr!r}"
+            + (f"; its drivers: {', '.join(found)}" if found else "")
+        )
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
-        raise SystemExit(f"dockvol serve: {spec!r} is not a dockvol.Driver subclass")
+        raise _Refused(f"cannot load driver {spec!r}: {attr} is not a dockvol.Driver subclass")
     return cls
+
+
+def driver_identity(cls: type[Any]) -> dict[str, str]:
+    """What the registry records about its owner: the driver class and its option names."""
+    return {
+        "driver": f"{cls.__module__}:{cls.__qualname__}",
+        "options": ",".join(sorted(cls.options)),
+    }
+
+
+def check_owner(registry: Any, cls: type[Any], state: Path) -> None:
+    """Refuse a state that belongs to another driver, before anything is touched."""
+    mine = driver_identity(cls)
+    theirs = dict(registry.owner())
+    if not theirs:
+        return
+    if theirs.get("driver") != mine["driver"]:
+        raise _Refused(
+            f"the state in {state} belongs to driver {theirs.get('driver')!r}, not "
+            f"{mine['driver']!r}: start that driver on it, or give this one its own --name "
+            "(or --state and --root)"
+        )
+    if theirs.get("options") != mine["options"]:
+        log.warning(
+            "driver %s now takes options %s (its volumes were made with %s)",
+            mine["driver"],
+            mine["options"] or "none",
+            theirs.get("options") or "none",
+        )
 
 
 def open_registry(args: argparse.Namespace, driver_cls: type[Any]) -> Any:
@@ -194,6 +197,8 @@ class _Refused(Exception):
 
 def _serve(args: argparse.Namespace) -> int:
     from dockvol._registry.sqlite import SchemaTooNew
+    from dockvol._registry.statelock import StateLock, StateLocked
+    from dockvol._sdk.context import HostContext
     from dockvol._sdk.errors import DriverError
     from dockvol._sdk.secrets import SecretStore
     from dockvol._service.service import VolumeService
@@ -202,25 +207,38 @@ def _serve(args: argparse.Namespace) -> int:
 
     os.umask(0o077)  # state and logs we create are ours alone; volume modes are set explicitly
     _limit_malloc_arenas()
+    resolve_paths(args)
     tcp_plan = _plan_tcp(args)
     default_sock = f"/run/{'dockvol' if tcp_plan else 'docker/plugins'}/{args.name}.sock"
     sock_path: Path = args.socket or Path(default_sock)
     driver_cls = load_driver(args.driver)
-    driver = driver_cls(args.root.absolute())
-    if args.registry.startswith(("etcd://", "etcds://")):
-        # --root is shared by every node: a driver that keeps per-host paths (mounts) under it
-        # moves them to this node's own --state.
-        node_local = getattr(driver, "node_local", None)
-        if callable(node_local):
-            node_local(args.state.absolute())
+    # Before anything else touches the state or a volume: one process per state directory.
+    lock = StateLock(args.state)
     try:
-        driver.setup()
+        lock.acquire()
+    except (StateLocked, OSError) as exc:
+        raise _Refused(str(exc)) from None
+    try:
         registry = open_registry(args, driver_cls)
-        if getattr(registry, "shared", False) and hasattr(driver, "cluster_hold"):
-            # A driver that re-attaches at start (block) must hold single-node volumes first.
-            driver.cluster_hold = registry.acquire
     except (OSError, SchemaTooNew, DriverError) as exc:
         raise _Refused(f"cannot start: {exc}") from None
+    check_owner(registry, driver_cls, args.state)
+    shared = bool(registry.shared)
+    context = HostContext(
+        plugin=args.name,
+        node=args.node,
+        # A root shared by several hosts: per-host files (mounts) go to this node's state.
+        local_dir=args.state,
+        shared_root=shared,
+        cluster=registry if shared else None,
+    )
+    driver = driver_cls(args.root, context)
+    try:
+        driver.setup()
+    except (OSError, DriverError) as exc:
+        registry.close()
+        raise _Refused(f"cannot start: {exc}") from None
+    registry.set_owner(driver_identity(driver_cls))
     service = VolumeService(driver, registry, secrets=SecretStore(args.secrets_dir))
     service.reconcile()
     app = PluginApp(service)
@@ -262,6 +280,7 @@ def _serve(args: argparse.Namespace) -> int:
             unix.remove_socket(sock_path, sock)
         sock.close()
         service.close()
+        lock.release()
         log.info("stopped; socket %s removed", sock_path)
     return 0
 
@@ -302,7 +321,7 @@ def _side_servers(args: argparse.Namespace, app: Any, service: Any, tcp_plan: An
     metrics = Metrics(driver=args.driver, version=__version__)
     app.observers.append(lambda ep, _n, _i, secs, outcome, _e: metrics.observe(ep, outcome, secs))
     service.on_driver_error = metrics.driver_error
-    metrics.gauge("volumes", "Volumes known to this plugin.", lambda: len(service.list()))
+    metrics.gauge("volumes", "Volumes known to this plugin.", lambda: len(service.list_volumes()))
     metrics.gauge(
         "active_mounts",
         "Mount IDs currently holding a volume.",

@@ -39,23 +39,14 @@ def _env(name: str, value: str, description: str) -> dict[str, Any]:
 
 def serve_env_vars() -> list[tuple[str, str]]:
     """(DOCKVOL_<FLAG>, first line of its help) for every flag of ``dockvol serve``."""
-    import argparse
+    from dockvol._cli.serve_flags import SERVE_FLAGS
 
-    from dockvol._cli import serve
-
-    parser = argparse.ArgumentParser()
-    serve.register(parser.add_subparsers())
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     out = []
-    for action in sub.choices["serve"]._actions:
-        for opt in action.option_strings:
-            if opt.startswith("--") and opt != "--help":
-                short = (action.help or "").split(" (")[0].split("; ")[0]
-                if short.startswith("default"):
-                    short = ""
-                out.append(
-                    ("DOCKVOL_" + opt[2:].upper().replace("-", "_"), f"{opt} {short}".strip())
-                )
+    for flag in SERVE_FLAGS:
+        short = flag.help.split(" (")[0].split("; ")[0]
+        if short.startswith("default"):
+            short = ""
+        out.append((flag.env, f"--{flag.name} {short}".strip()))
     return out
 
 

@@ -107,5 +107,13 @@ class Registry(ABC):
         """Extra Status fields for ``name`` (which hosts use it...). Called on every Get: no I/O."""
         return {}
 
+    # -- ownership: which driver's volumes these are --------------------------------------------
+    def owner(self) -> Mapping[str, str]:
+        """What :meth:`set_owner` recorded (``driver``, ``options``), or empty if nothing was."""
+        return {}
+
+    def set_owner(self, owner: Mapping[str, str]) -> None:  # noqa: B027 - optional hook
+        """Record which driver (and its option schema) these records belong to (durable)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections, leases)."""

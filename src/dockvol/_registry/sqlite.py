@@ -33,6 +33,8 @@ _MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (volume, mount_id)
         )""",
     ],
+    # v2: which driver owns this state (another driver must not adopt its volumes).
+    ["CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -159,6 +161,14 @@ class SqliteRegistry(Registry):
             if rec is not None and mount_id in rec.mounts:
                 mounts = {k: v for k, v in rec.mounts.items() if k != mount_id}
                 self._replace(name, mounts=mounts)
+
+    def owner(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def set_owner(self, owner: Mapping[str, str]) -> None:
+        with self._lock, self._tx():
+            for k, v in owner.items():
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
 
     def close(self) -> None:
         with self._lock:

@@ -14,14 +14,22 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .._registry.base import EMPTY, Conflict, MountRecord, Registry, VolumeRecord
 from .._sdk.driver import Driver
-from .._sdk.errors import DriverError
+from .._sdk.errors import (
+    AlreadyExists,
+    DockvolError,
+    DriverError,
+    InUse,
+    InvalidRequest,
+    NotFound,
+    VolumeError,
+)
 from .._sdk.options import parse_options, parse_size, redact
 from .._sdk.secrets import SecretStore
 from .._sdk.volume import Volume
@@ -34,12 +42,25 @@ MAX_MOUNT_ID = 256
 GET_VIEWS = 512  # volumes whose Get reply parts are kept ready
 
 
-class VolumeError(Exception):
-    """A refusal the user can act on; becomes ``{"Err": message}``."""
+__all__ = ["Health", "NotFound", "VolumeError", "VolumeInfo", "VolumeService"]
 
 
-class NotFound(VolumeError):
-    """No volume of that name: how the engine learns a name is free (Get before Create)."""
+@dataclass(frozen=True, slots=True)
+class VolumeInfo:
+    """What the service tells a front end about one volume. Each front end shapes its own
+    messages from it (Docker's Get reply, CSI's Volume)."""
+
+    name: str
+    created_at: datetime
+    #: Where containers see it on this host, while mounted.
+    mountpoint: str | None
+    #: Mounts not yet matched by Unmounts, over all mount IDs.
+    mounts: int
+    mount_ids: tuple[str, ...]
+    #: The options as given, secret ones shown only by reference.
+    options: Mapping[str, str]
+    #: The driver's and the cluster's own fields (``Driver.status``, holders...).
+    status: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,13 +103,15 @@ class VolumeService:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dockvol")
         # Driver.status is called on every Get; skip it entirely when the driver has none.
         self._has_status = type(driver).status is not Driver.status
-        self._list_cache: tuple[int, bytes] | None = None
         # Volumes with mount records whose mount recover() could not restore at start.
         self._unrecovered: set[str] = set()
-        # Per-volume parts of the Get reply, rebuilt when the record changes (Get is hot).
-        # Bounded: the engine Gets every volume at its start, but only a few are hot, and a
-        # view per volume of 10,000 would cost more memory than the registry itself.
-        self._views: OrderedDict[str, _GetView] = OrderedDict()
+        # What Get derives from a record, rebuilt when the record changes (Get is hot).
+        # Bounded: the engine Gets every volume at its start, but only a few are hot, and an
+        # entry per volume of 10,000 would cost more memory than the registry itself.
+        self._infos: OrderedDict[str, tuple[VolumeRecord, VolumeInfo]] = OrderedDict()
+        self._volumes: OrderedDict[str, tuple[VolumeRecord, Volume]] = OrderedDict()
+        #: Volumes fenced on this host (name -> why): no new mounts until the plugin restarts.
+        self._fenced: dict[str, str] = {}
         self._registry_status = type(registry).status is not Registry.status
         #: Optional observer of driver failures (metrics).
         self.on_driver_error: Callable[[], None] | None = None
@@ -110,7 +133,7 @@ class VolumeService:
             before = rec.mountpoint
             try:
                 after = self.driver.recover(vol, Path(before) if before else None)
-            except (DriverError, VolumeError) as exc:
+            except DockvolError as exc:
                 problems.append(f"volume {rec.name!r}: {exc}")
                 self._unrecovered.add(rec.name)
                 continue
@@ -162,45 +185,76 @@ class VolumeService:
         # A volume in a shared registry is known to every host, whatever the driver's own scope.
         return "global" if getattr(self.registry, "shared", False) else self.driver.scope
 
-    def get(self, name: str) -> dict[str, Any] | None:
+    def get(self, name: str) -> VolumeInfo | None:
+        """The volume ``name``, or ``None``; from memory, no I/O (the engine's hottest call)."""
         rec = self.registry.get(name)
         if rec is None:
-            self._views.pop(name, None)
+            self._infos.pop(name, None)
             return None
-        view = self._views.get(name)
-        if view is None or view.record is not rec:  # records are replaced whole on change
-            view = self._views[name] = _GetView(rec, self)
-            if len(self._views) > GET_VIEWS:
-                self._views.popitem(last=False)
+        cached = self._infos.get(name)
+        if cached is None or cached[0] is not rec:  # records are replaced whole on change
+            info = self._info(rec)
+            self._infos[name] = (rec, info)
+            if len(self._infos) > GET_VIEWS:
+                self._infos.popitem(last=False)
         else:
-            self._views.move_to_end(name)
-        status = dict(view.status)
+            info = cached[1]
+            self._infos.move_to_end(name)
+        extra = self._dynamic_status(name, rec, info)
+        return info if extra is None else replace(info, status={**info.status, **extra})
+
+    def _info(self, rec: VolumeRecord) -> VolumeInfo:
+        status: Mapping[str, Any] = EMPTY
+        if rec.name in self._fenced:
+            status = {"fenced": self._fenced[rec.name]}
+        return VolumeInfo(
+            name=rec.name,
+            created_at=rec.created_at,
+            mountpoint=rec.mountpoint,
+            mounts=sum(m.count for m in rec.mounts.values()),
+            mount_ids=tuple(sorted(rec.mounts)),
+            options=redact(self.schema, rec.options),
+            status=status,
+        )
+
+    def _dynamic_status(
+        self, name: str, rec: VolumeRecord, info: VolumeInfo
+    ) -> dict[str, Any] | None:
+        """Fields computed on every Get: the driver's ``status`` and the registry's."""
+        if not (self._has_status or self._registry_status):
+            return None
+        extra: dict[str, Any] = {}
         if self._has_status:
             try:
-                status.update(self.driver.status(view.volume(self), view.mountpoint))
+                vol = self._volumes.get(name)
+                if vol is None or vol[0] is not rec:
+                    vol = self._volumes[name] = (rec, self._volume(rec))
+                    if len(self._volumes) > GET_VIEWS:
+                        self._volumes.popitem(last=False)
+                mp = info.mountpoint
+                extra.update(self.driver.status(vol[1], Path(mp) if mp else None))
             except Exception as exc:  # a Get error makes the engine forget the volume: never fail
                 log.warning("status of volume %r failed: %s", name, exc)
-                status["status_error"] = str(exc)
+                extra["status_error"] = str(exc)
         if self._registry_status:
-            status.update(self.registry.status(name))  # cluster: nodes using it, holder
-        out = dict(view.reply)
-        out["Status"] = status
-        return out
+            extra.update(self.registry.status(name))  # cluster: nodes using it, holder
+        return extra
 
-    def list(self) -> list[dict[str, str]]:
-        out = []
-        for rec in self.registry.all():
-            mp = rec.mountpoint
-            out.append({"Name": rec.name, "Mountpoint": mp} if mp else {"Name": rec.name})
-        return out
+    def list_volumes(self) -> list[VolumeInfo]:
+        """Every volume, with only ``name`` and ``mountpoint`` filled (List needs no more)."""
+        return [
+            VolumeInfo(rec.name, rec.created_at, rec.mountpoint, 0, (), EMPTY)
+            for rec in self.registry.all()
+        ]
 
-    def list_reply(self, encode: Callable[[Any], bytes]) -> bytes:
-        """The encoded List reply, cached until the registry changes (``docker volume ls`` and
-        engine start ask for all volumes; with thousands, building it is the cost)."""
-        gen = self.registry.generation
-        if self._list_cache is None or self._list_cache[0] != gen:
-            self._list_cache = (gen, encode({"Volumes": self.list()}))
-        return self._list_cache[1]
+    @property
+    def generation(self) -> int:
+        """Grows with every change of any volume: front ends cache what they derive from it."""
+        return self.registry.generation
+
+    def volume(self, name: str) -> Volume:
+        """The driver's view of a registered volume (:class:`NotFound` if there is none)."""
+        return self._volume(self._existing(name))
 
     def path(self, name: str) -> str:
         rec = self._existing(name)
@@ -220,6 +274,7 @@ class VolumeService:
             "scope": self.scope,
             "volumes": vols,
             "active_mounts": mounts,
+            "fenced": dict(self._fenced),
             "health": self.health.as_dict(),
         }
 
@@ -229,11 +284,11 @@ class VolumeService:
     # between two trips would leave half a change behind.
 
     async def create(self, name: str, opts: Mapping[str, str]) -> None:
-        check_name(name)
+        _check_name(name)
         try:
             values = parse_options(self.schema, opts)
         except ValueError as exc:
-            raise VolumeError(f"cannot create volume {name!r}: {exc}") from None
+            raise InvalidRequest(f"cannot create volume {name!r}: {exc}") from None
         async with self._locks.hold(name):
             existing = self.registry.get(name)
             if existing is not None:
@@ -268,7 +323,7 @@ class VolumeService:
                 return  # already gone: a retried Remove must succeed
             if rec.mounts:
                 ids = ", ".join(i[:12] for i in sorted(rec.mounts))
-                raise VolumeError(
+                raise InUse(
                     f"volume {name!r} is in use by {len(rec.mounts)} mount(s) (mount IDs {ids}); "
                     "stop the containers using it, then remove it"
                 )
@@ -283,6 +338,11 @@ class VolumeService:
         _check_mount_id(mount_id)
         async with self._locks.hold(name):
             rec = self._existing(name)
+            if name in self._fenced:
+                raise InUse(
+                    f"volume {name!r} was fenced on this host ({self._fenced[name]}); restart "
+                    "the plugin, then the containers that use it"
+                )
             held = rec.mounts.get(mount_id)
             if held is not None:  # same ID again (docker cp into a running container)
                 await self._run(
@@ -362,7 +422,7 @@ class VolumeService:
             unknown = [i for i in ids if i not in rec.mounts]
             if unknown:
                 known = ", ".join(sorted(rec.mounts)) or "none"
-                raise VolumeError(
+                raise InvalidRequest(
                     f"volume {name!r} has no mount ID {', '.join(unknown)}; its mount IDs: {known}"
                 )
             if ids:
@@ -372,11 +432,11 @@ class VolumeService:
 
     async def resize(self, name: str, size_text: str) -> int:
         if "size" not in self.schema:
-            raise VolumeError(f"driver {type(self.driver).__name__} has no size to change")
+            raise InvalidRequest(f"driver {type(self.driver).__name__} has no size to change")
         try:
             size = parse_size(size_text)
         except ValueError as exc:
-            raise VolumeError(f"cannot resize volume {name!r}: {exc}") from None
+            raise InvalidRequest(f"cannot resize volume {name!r}: {exc}") from None
         async with self._locks.hold(name):
             rec = self._existing(name)
             mp = rec.mountpoint
@@ -417,7 +477,7 @@ class VolumeService:
             return
         differ = sorted(k for k in values if old.get(k) != values[k])
         shown = redact(self.schema, existing.options)
-        raise VolumeError(
+        raise AlreadyExists(
             f"volume {existing.name!r} already exists with different options "
             f"(differs in: {', '.join(differ)}; existing: {shown or 'no options'}); "
             "use the same options, or remove the volume first"
@@ -434,50 +494,69 @@ class VolumeService:
         """Run driver code (in a worker thread): its failures become errors for the user."""
         try:
             return fn(*args)
-        except (DriverError, VolumeError):
+        except DockvolError:
             if self.on_driver_error:
                 self.on_driver_error()
             raise
-        except Exception as exc:
+        except Exception:
             if self.on_driver_error:
                 self.on_driver_error()
+            # A bug in the driver: the traceback goes to the log only (it may hold paths or
+            # values); the user gets what failed and where to look.
             log.exception("driver failed to %s", what)
-            raise VolumeError(
-                f"failed to {what}: {type(exc).__name__}: {exc} (details in the plugin log)"
+            raise DriverError(
+                f"failed to {what}: an unexpected error in the driver; details in the plugin log"
             ) from None
+
+    # -- fencing --------------------------------------------------------------------------------
+    def fence(self, names: Sequence[str], reason: str) -> dict[str, bool]:
+        """Stop writes to the named volumes mounted on this host (blocking; any thread).
+
+        Called when this host can no longer prove it alone holds them (a cluster lease about to
+        lapse). Each is fenced by the driver; from then on it refuses new mounts and reports
+        ``fenced`` until the plugin restarts. Returns name -> fenced by the driver (``False``:
+        the driver cannot fence, as for a plain directory).
+        """
+        done: dict[str, bool] = {}
+        for name in names:
+            rec = self.registry.get(name)
+            if rec is None or rec.mountpoint is None:
+                continue
+            try:
+                ok = self.driver.fence(self._volume(rec), Path(rec.mountpoint))
+            except Exception:
+                log.exception("fencing volume %r failed", name)
+                ok = False
+            self._fenced[name] = reason if ok else f"{reason}; the driver could not fence it"
+            self._infos.pop(name, None)
+            done[name] = ok
+            log.error(
+                "volume %r %s: %s; its containers on this host must be restarted",
+                name,
+                "fenced" if ok else "NOT fenced (driver cannot)",
+                reason,
+            )
+        if done:
+            self.health.problems.append(
+                f"fenced {', '.join(sorted(done))}: {reason}; restart the plugin and the "
+                "containers that use them"
+            )
+        return done
+
+
+def _check_name(name: str) -> None:
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def _check_mount_id(mount_id: str) -> None:
     if not mount_id or len(mount_id) > MAX_MOUNT_ID or not mount_id.isprintable():
-        raise VolumeError(
+        raise InvalidRequest(
             "the mount ID must be a non-empty printable string (the engine sends 64 hex digits)"
         )
 
 
 def _rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-class _GetView:
-    """What Get derives from one immutable record: computed once, reused until it changes."""
-
-    __slots__ = ("_volume", "mountpoint", "record", "reply", "status")
-
-    def __init__(self, rec: VolumeRecord, service: VolumeService) -> None:
-        self.record = rec
-        mp = rec.mountpoint
-        self.mountpoint = Path(mp) if mp else None
-        self.status: dict[str, Any] = {
-            "mounts": sum(m.count for m in rec.mounts.values()),
-            "mount_ids": sorted(rec.mounts),
-            "options": redact(service.schema, rec.options),
-        }
-        self.reply: dict[str, Any] = {"Name": rec.name, "CreatedAt": _rfc3339(rec.created_at)}
-        if mp:
-            self.reply["Mountpoint"] = mp
-        self._volume: Volume | None = None
-
-    def volume(self, service: VolumeService) -> Volume:
-        if self._volume is None:
-            self._volume = service._volume(self.record)
-        return self._volume

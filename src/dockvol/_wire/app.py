@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .._registry.base import Registry
 from .._sdk.driver import Driver
-from .._sdk.errors import DriverError
+from .._sdk.errors import DockvolError, NotFound
 from .._sdk.secrets import SecretStore
-from .._service.service import NotFound, VolumeError, VolumeService
+from .._service.service import VolumeInfo, VolumeService
 from . import protocol as p
 
 Scope = dict[str, Any]
@@ -28,6 +30,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Observer = Callable[[str, str, str, float, str, str], None]
 
 MAX_BODY = 1 << 20  # the largest real request (Create with options) is a few KiB
+GET_REPLIES = 512  # encoded Get replies kept (the engine Gets a few volumes often)
 
 access_log = logging.getLogger("dockvol.access")
 _HEADERS = [(b"content-type", p.CONTENT_TYPE)]
@@ -40,6 +43,9 @@ class PluginApp:
         self.service = service
         self.max_body = max_body
         self.observers: list[Observer] = [_log_request]
+        # Encoded replies, reused while what they were made from is unchanged.
+        self._list_reply: tuple[int, bytes] | None = None
+        self._get_replies: OrderedDict[str, tuple[VolumeInfo, bytes]] = OrderedDict()
         self._routes: dict[str, Callable[[dict[str, Any]], Awaitable[bytes]]] = {
             p.ACTIVATE: self._activate,
             p.CAPABILITIES: self._capabilities,
@@ -95,7 +101,7 @@ class PluginApp:
                 name = _str(p.field(data, "Name"))
                 mount_id = _str(p.field(data, "ID"))
             reply = await handler(data)
-        except (VolumeError, DriverError, p.BadRequest, ValueError) as exc:
+        except (DockvolError, p.BadRequest) as exc:
             err = str(exc)
             reply = p.error(err)
             outcome = _outcome(exc, status)
@@ -160,13 +166,31 @@ class PluginApp:
 
     async def _get(self, data: dict[str, Any]) -> bytes:
         name = p.name_of(data)
-        vol = self.service.get(name)
-        if vol is None:
+        info = self.service.get(name)
+        if info is None:
+            self._get_replies.pop(name, None)
             raise NotFound(f"volume {name!r} not found")
-        return p.encode({"Volume": vol})
+        cached = self._get_replies.get(name)
+        if cached is not None and cached[0] is info:  # unchanged, and no per-Get status fields
+            self._get_replies.move_to_end(name)
+            return cached[1]
+        reply = p.encode({"Volume": _volume_reply(info)})
+        self._get_replies[name] = (info, reply)
+        if len(self._get_replies) > GET_REPLIES:
+            self._get_replies.popitem(last=False)
+        return reply
 
     async def _list(self, data: dict[str, Any]) -> bytes:
-        return self.service.list_reply(p.encode)
+        # `docker volume ls` and engine start ask for every volume: with thousands, building
+        # the reply is the cost, so it is kept until any volume changes.
+        gen = self.service.generation
+        if self._list_reply is None or self._list_reply[0] != gen:
+            vols = [
+                {"Name": v.name, "Mountpoint": v.mountpoint} if v.mountpoint else {"Name": v.name}
+                for v in self.service.list_volumes()
+            ]
+            self._list_reply = (gen, p.encode({"Volumes": vols}))
+        return self._list_reply[1]
 
     async def _resize(self, data: dict[str, Any]) -> bytes:
         size = p.field(data, "Size")
@@ -184,6 +208,25 @@ class PluginApp:
 
     async def _status(self, data: dict[str, Any]) -> bytes:
         return p.encode(self.service.summary())
+
+
+def _volume_reply(info: VolumeInfo) -> dict[str, Any]:
+    """Docker's Volume object: Status carries dockvol's view (mounts, options, driver fields)."""
+    out: dict[str, Any] = {"Name": info.name, "CreatedAt": _rfc3339(info.created_at)}
+    if info.mountpoint:
+        out["Mountpoint"] = info.mountpoint
+    out["Status"] = {
+        "mounts": info.mounts,
+        "mount_ids": list(info.mount_ids),
+        "options": dict(info.options),
+        **info.status,
+    }
+    return out
+
+
+def _rfc3339(t: datetime) -> str:
+    # The engine parses CreatedAt as RFC 3339; an empty or other format breaks `inspect`.
+    return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _outcome(exc: Exception, status: int) -> str:
