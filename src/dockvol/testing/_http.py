@@ -18,6 +18,9 @@ from urllib.parse import urlsplit
 # transport adds Accept-Encoding: gzip and the Host is the plugin's host:port.
 ACCEPT = "application/vnd.docker.plugins.v1.2+json"
 USER_AGENT = "Go-http-client/1.1"
+#: The Host each engine sends over a unix socket (seen on the wire): 20.10 an empty one, 26 the
+#: placeholder name moby gives local sockets. Over TCP both send the plugin's host:port.
+UNIX_HOST = {"20.10": "", "26": "plugin.moby.localhost"}
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,12 @@ class RawReply:
 class Connection:
     """One keep-alive HTTP connection, reopened when the server has closed it."""
 
-    def __init__(self, address: Address, timeout: float = 60.0) -> None:
+    def __init__(self, address: Address, timeout: float = 60.0, *, engine: str = "20.10") -> None:
+        if engine not in UNIX_HOST:
+            raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(UNIX_HOST)}")
         self.address = address
         self.timeout = timeout
+        self.engine = engine  # whose Host header to send by default
         self._conn: http.client.HTTPConnection | None = None
         #: How many times a request needed a new connection (0 after the first one).
         self.reconnects = -1
@@ -136,11 +142,11 @@ class Connection:
         headers: Sequence[tuple[str, str]] | None = None,
         timeout: float | None = None,
     ) -> RawReply:
-        """POST ``body`` to ``path``. ``host`` defaults to the engine's (empty over unix
-        sockets); ``headers`` replaces the engine's set (after Host)."""
+        """POST ``body`` to ``path``. ``host`` defaults to the engine's (over unix sockets
+        ``UNIX_HOST[engine]``); ``headers`` replaces the engine's set (after Host)."""
         a = self.address
         if host is None:
-            host = "" if a.unix is not None else f"{a.host}:{a.port}"
+            host = UNIX_HOST[self.engine] if a.unix is not None else f"{a.host}:{a.port}"
         if self._conn is None:
             self._conn = self._open()
             self.reconnects += 1
