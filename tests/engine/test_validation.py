@@ -75,11 +75,14 @@ BAD_OPTIONS = [
     (["-o", "uid=abc"], ["uid", "'abc' is not a numeric id"]),
     (["-o", "gid=-1"], ["gid", "not a numeric id"]),
     (["-o", "on_remove=keep"], ["on_remove", "choose one of: delete, retain"]),
+    (["-o", "mode=4777"], ["mode", "sets the setuid or setgid bit"]),
 ]
 
 
 @pytest.mark.parametrize(
-    ("opts", "expected"), BAD_OPTIONS, ids=["unknown", "mode", "uid", "gid", "on_remove"]
+    ("opts", "expected"),
+    BAD_OPTIONS,
+    ids=["unknown", "mode", "uid", "gid", "on_remove", "setuid"],
 )
 def test_bad_options_are_refused_with_clear_errors(
     engine: Engine,

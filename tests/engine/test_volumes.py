@@ -171,6 +171,19 @@ def test_on_remove_retain_keeps_data_and_logs_where(engine: Engine, plugin: Plug
     assert (kept / "precious").read_text() == "keep-me\n"
 
 
+def test_retained_data_created_again_stays_retained(engine: Engine, plugin: Plugin, names) -> None:
+    vol = names("v")
+    engine.docker("volume", "create", "-d", "dockvol", "-o", "on_remove=retain", vol)
+    run_once(engine, vol, "echo keep-me > /data/precious")
+    engine.docker("volume", "rm", vol)
+    engine.docker("volume", "create", "-d", "dockvol", vol)  # no options this time
+    assert run_once(engine, vol, "cat /data/precious").strip() == "keep-me"
+    engine.docker("volume", "rm", vol)  # still retain: the data survives a second rm
+    engine.docker("volume", "create", "-d", "dockvol", vol)
+    assert run_once(engine, vol, "cat /data/precious").strip() == "keep-me"
+    engine.docker("volume", "rm", vol)
+
+
 def test_owner_and_mode_survive_the_engines_copy_up(engine: Engine, plugin: Plugin, names) -> None:
     """Mounted over a directory the image has (/tmp), the engine copies the image's content
     into the empty volume and then copies that directory's owner and mode onto the volume's

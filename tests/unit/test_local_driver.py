@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -112,3 +114,61 @@ def test_recover_recreates_a_directory_lost_between_registry_and_create(
     vol = make("v", mode="0700")
     assert driver.recover(vol, None) is None
     assert stat.S_IMODE(os.stat(driver.root / vol.key).st_mode) == 0o700
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)  # polling a condition with a deadline
+    return cond()
+
+
+def test_adopted_data_keeps_its_retain(driver: LocalDriver) -> None:
+    first = make("v", on_remove="retain")
+    driver.create(first)
+    (driver.mount(first) / "f").write_text("kept")
+    driver.remove(first)
+    again = make("v")  # no options: adopts the data, and with it the retain
+    driver.create(again)
+    assert (driver.mount(again) / "f").read_text() == "kept"
+    assert driver.status(again, None)["on_remove"] == "retain"
+    driver.remove(again)
+    assert (driver.root / again.key / "f").read_text() == "kept"
+
+
+def test_an_explicit_delete_ends_the_retain(driver: LocalDriver) -> None:
+    first = make("v", on_remove="retain")
+    driver.create(first)
+    (driver.mount(first) / "f").write_text("kept")
+    driver.remove(first)
+    again = make("v", on_remove="delete")
+    driver.create(again)
+    assert driver.status(again, None)["on_remove"] == "delete"
+    driver.remove(again)
+    assert not (driver.root / again.key).exists()
+    assert wait_until(lambda: not any((driver.root / ".trash").iterdir()))
+    third = make("v")  # nothing retained any more: a fresh, empty volume that deletes
+    driver.create(third)
+    assert list(driver.mount(third).iterdir()) == []
+    assert driver.status(third, None)["on_remove"] == "delete"
+
+
+def test_remove_takes_the_data_away_at_once_and_deletes_it_after(driver: LocalDriver) -> None:
+    vol = make("v")
+    driver.create(vol)
+    (driver.mount(vol) / "big").write_bytes(b"x" * 4096)
+    driver.remove(vol)
+    assert not (driver.root / vol.key).exists()  # gone under its name before remove returns
+    assert wait_until(lambda: not any((driver.root / ".trash").iterdir()))
+
+
+def test_trash_left_by_a_crash_is_deleted_at_start(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / ".trash" / "v-1234.abcd").mkdir(parents=True)
+    (root / ".trash" / "v-1234.abcd" / "f").write_text("removed")
+    d = LocalDriver(root)
+    d.setup()
+    assert wait_until(lambda: not any((root / ".trash").iterdir()))
+    assert d.audit([]) == []  # trash and marks are not reported as foreign data

@@ -89,3 +89,13 @@ def test_redact_hides_inline_secret_values_but_shows_references() -> None:
     shown = redact(SCHEMA, {"passphrase": "hunter2", "size": "1G"})
     assert shown == {"passphrase": "<redacted>", "size": "1G"}
     assert redact(SCHEMA, {"passphrase": "secret:k"}) == {"passphrase": "secret:k"}
+
+
+@pytest.mark.parametrize("mode", ["4777", "2755", "6700", "04755"])
+def test_set_id_bits_are_refused_on_a_volume_directory(mode: str) -> None:
+    with pytest.raises(ValueError, match="setuid or setgid"):
+        parse_mode(mode)
+
+
+def test_the_sticky_bit_is_allowed() -> None:
+    assert parse_mode("1777") == 0o1777

@@ -3,20 +3,28 @@
 Like the engine's built-in ``local`` driver, but its volumes survive plugin restarts with their
 mount records, take ``uid``/``gid``/``mode`` for their top directory, and can be retained on
 remove.
+
+On disk, under ``--root``: ``KEY/`` is a volume's data; ``.KEY.retained`` marks data kept by
+``on_remove=retain`` (a volume created again with that name adopts the data *and* the retain);
+``.trash/`` holds removed volumes until they are deleted, just after the reply (and at start,
+after a crash). Keys never start with a dot, so none of these can be a volume.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from dockvol import Driver, DriverError, Option, Volume
-from dockvol.host import child, is_real_dir, remove_tree
+from dockvol.host import child, fsync_dir, is_real_dir, mounts_under, remove_tree
 
 log = logging.getLogger("dockvol.local")
+TRASH = ".trash"
 
 
 class LocalDriver(Driver):
@@ -32,11 +40,26 @@ class LocalDriver(Driver):
         ),
     }
 
+    def setup(self) -> None:
+        super().setup()
+        self._sweep_trash()  # removals a crash interrupted
+
     def _dir(self, volume: Volume) -> Path:
         return child(self.root, volume.key)
 
+    def _retained_mark(self, volume: Volume) -> Path:
+        return self.root / f".{child(self.root, volume.key).name}.retained"
+
+    def on_remove(self, volume: Volume) -> str:
+        """``retain`` or ``delete``: as given at create, else as the adopted data was kept."""
+        given = volume.raw_options.get("on_remove")
+        if given is not None:
+            return given
+        return "retain" if self._retained_mark(volume).exists() else "delete"
+
     def create(self, volume: Volume) -> None:
         path = self._dir(volume)
+        mark = self._retained_mark(volume)
         try:
             path.mkdir(mode=0o755)
         except FileExistsError:
@@ -45,10 +68,20 @@ class LocalDriver(Driver):
                     f"{path} exists and is not a directory; move it away and create the volume again"
                 ) from None
             # Data retained by an earlier volume of the same name (on_remove=retain): the key
-            # is derived from the name, so creating it again gives that data back.
-            log.info("volume %r adopts the existing data in %s", volume.name, path)
+            # is derived from the name, so creating it again gives that data back, still
+            # retained unless this create says on_remove=delete.
+            log.info(
+                "volume %r adopts the existing data in %s (on_remove=%s)",
+                volume.name,
+                path,
+                self.on_remove(volume),
+            )
         except OSError as exc:
             raise DriverError(f"cannot create {path}: {exc.strerror}") from None
+        else:
+            mark.unlink(missing_ok=True)  # a mark without data: nothing to keep
+        if volume.raw_options.get("on_remove") == "delete":
+            mark.unlink(missing_ok=True)
         # 0755 as the engine's local driver: readable by a container's non-root user.
         self._apply_owner(volume, path, default_mode=0o755)
 
@@ -71,10 +104,51 @@ class LocalDriver(Driver):
 
     def remove(self, volume: Volume) -> None:
         path = self._dir(volume)
-        if volume.options.get("on_remove") == "retain":
+        if self.on_remove(volume) == "retain":
+            mark = self._retained_mark(volume)
+            mark.touch(mode=0o600)
+            fsync_dir(self.root)
             log.warning("volume %r removed; its data is retained in %s", volume.name, path)
             return
-        remove_tree(self.root, path)
+        if not is_real_dir(path):
+            remove_tree(self.root, path)  # refuses a symlink or file in its place, or is a no-op
+            return
+        live = mounts_under(path)
+        if live:
+            raise DriverError(
+                f"refusing to delete {path}: something is still mounted there "
+                f"({', '.join(live[:3])}); unmount it first"
+            )
+        # Out of the way at once (one rename), deleted after the reply: removing a large volume
+        # must not hold the engine, and a crash in between leaves trash that start-up deletes,
+        # never a half-deleted volume under its name.
+        trash = self.root / TRASH
+        trash.mkdir(mode=0o700, exist_ok=True)
+        gone = trash / f"{path.name}.{uuid.uuid4().hex[:8]}"
+        os.rename(path, gone)
+        threading.Thread(
+            target=self._delete, args=(trash, gone), name="dockvol-trash", daemon=True
+        ).start()
+
+    @staticmethod
+    def _delete(trash: Path, item: Path) -> None:
+        try:
+            remove_tree(trash, item)
+        except (OSError, DriverError) as exc:
+            log.warning("could not delete removed volume data %s: %s", item, exc)
+
+    def _sweep_trash(self) -> None:
+        trash = self.root / TRASH
+        if not is_real_dir(trash):
+            return
+        items = [trash / e for e in os.listdir(trash)]
+        if items:
+            log.info("deleting %d removed volume(s) left by an interrupted removal", len(items))
+            threading.Thread(
+                target=lambda: [self._delete(trash, i) for i in items],
+                name="dockvol-trash",
+                daemon=True,
+            ).start()
 
     def mount(self, volume: Volume) -> Path:
         path = self._dir(volume)
@@ -91,7 +165,7 @@ class LocalDriver(Driver):
         return path
 
     def status(self, volume: Volume, mountpoint: Path | None) -> Mapping[str, Any]:
-        return {"path": os.path.join(self.root, volume.key)}
+        return {"path": os.path.join(self.root, volume.key), "on_remove": self.on_remove(volume)}
 
     def recover(self, volume: Volume, mountpoint: Path | None) -> Path | None:
         path = self._dir(volume)
@@ -114,7 +188,7 @@ class LocalDriver(Driver):
             f"{self.root / e} belongs to no volume (retained data, or left by a crash); "
             "delete it by hand if it is not needed"
             for e in entries
-            if e not in known
+            if e not in known and not e.startswith(".")
         ]
 
 
