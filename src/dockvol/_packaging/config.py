@@ -1,6 +1,6 @@
 """config.json of a managed (v2) plugin, derived from what the driver really needs.
 
-Layout inside the plugin (PROTOCOL.md §5):
+Layout inside the plugin (docs/packaging.md):
 - ``/var/lib/dockvol``: the propagated mount. It lives outside the rootfs, in the engine's
   directory for this plugin, so it survives disable/enable, engine restarts and
   ``docker plugin upgrade``; ``docker plugin rm`` deletes it.

@@ -1,4 +1,4 @@
-"""The rules of the protocol (PROTOCOL.md §3), between the wire and the driver.
+"""The rules of a volume plugin, between the front ends (Docker HTTP, CSI) and the driver.
 
 The service owns names, option parsing, per-volume locks, per-mount-ID reference counts,
 idempotent Create, Remove refusal while mounted, Status assembly and reconciliation at start.

@@ -1,7 +1,7 @@
 """TLS for the TCP transport: a small PKI, server contexts, and the engine's ``.json`` spec file.
 
 The engine verifies a plugin's TLS only through a ``.json`` spec with a ``TLSConfig`` (an
-``https://`` ``.spec`` file is *not* verified; see PROTOCOL.md §4), so serving TCP always goes with
+``https://`` ``.spec`` file is *not* verified; see docs/protocol.md), so serving TCP always goes with
 writing that spec. Mutual TLS: the plugin refuses any client without a certificate signed by its
 CA; the engine presents the client certificate named in the spec.
 
@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-#: Where the engine looks for plugin spec files (PROTOCOL.md §4).
+#: Where the engine looks for plugin spec files (docs/protocol.md).
 DEFAULT_SPEC_DIR: Final = Path("/etc/docker/plugins")
 
 # File names inside a ``dockvol tls init`` directory.
