@@ -10,7 +10,7 @@ Everything whose name starts with an underscore is private and may change.
 """
 
 from ._sdk.context import ClusterHold, HostContext
-from ._sdk.driver import Driver, Scope
+from ._sdk.driver import Driver, Scope, Sharing
 from ._sdk.errors import (
     AlreadyExists,
     DockvolError,
@@ -39,6 +39,7 @@ __all__ = [
     "Option",
     "Scope",
     "SecretRef",
+    "Sharing",
     "Volume",
     "VolumeError",
     "__version__",

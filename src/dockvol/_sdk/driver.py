@@ -12,6 +12,7 @@ from .options import Option
 from .volume import Volume
 
 Scope = Literal["local", "global"]
+Sharing = Literal["single-node", "multi-node"]
 
 
 class Driver:
@@ -32,6 +33,10 @@ class Driver:
     scope: ClassVar[Scope] = "local"
     #: Needs CAP_SYS_ADMIN and /dev (it mounts filesystems): used to package a managed plugin.
     needs_mount_privileges: ClassVar[bool] = False
+    #: How many nodes may use one volume at once (CSI access modes, Swarm's ``--scope``):
+    #: ``single-node`` (a local directory, a filesystem image) or ``multi-node`` (shared storage
+    #: every node mounts). Modes beyond it are refused.
+    sharing: ClassVar[Sharing] = "single-node"
 
     def __init__(self, root: Path, context: HostContext | None = None) -> None:
         #: The directory where this driver keeps its volumes (``--root``).

@@ -18,13 +18,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from dockvol import DriverError, Option, Scope, Volume
+from dockvol import DriverError, Option, Scope, Sharing, Volume
 
 from .local import LocalDriver
 
 
 class SharedDriver(LocalDriver):
     scope: ClassVar[Scope] = "global"
+    sharing: ClassVar[Sharing] = "multi-node"
     options: ClassVar[Mapping[str, Option]] = {
         **LocalDriver.options,
         "access": Option.access("multi"),

@@ -1,0 +1,54 @@
+"""What the three CSI services share: the volume service, the driver's access, this node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .._sdk.options import parse_size
+from .._service.locks import KeyedLocks
+from .._service.service import VolumeInfo, VolumeService
+from . import csi_pb2 as pb
+from .access import Access
+from .secrets import RequestSecrets
+
+
+@dataclass
+class CsiPlugin:
+    service: VolumeService
+    #: GetPluginInfo's name (domain-like: the engine's plugin name is fine).
+    name: str
+    node_id: str
+    access: Access
+    secrets: RequestSecrets
+    #: Node calls for one volume one at a time: a stage and its publish must not interleave.
+    node_locks: KeyedLocks = field(default_factory=KeyedLocks)
+
+    @property
+    def has_size(self) -> bool:
+        return "size" in self.service.schema
+
+    @property
+    def can_resize(self) -> bool:
+        from .._sdk.driver import Driver
+
+        return self.has_size and type(self.service.driver).resize is not Driver.resize
+
+    def capacity(self, info: VolumeInfo) -> int:
+        """The volume's size in bytes, 0 (unknown) when the driver has no size."""
+        if not self.has_size:
+            return 0
+        raw = info.options.get("size")
+        if raw is not None:
+            return parse_size(raw)
+        default = self.service.schema["size"].default
+        return int(default) if isinstance(default, int) else 0
+
+    def volume(self, info: VolumeInfo) -> pb.Volume:
+        """A volume as CSI shows it. Its context carries its options: a node that does not
+        know the volume yet registers it from them (NodeStage)."""
+        return pb.Volume(
+            volume_id=info.name,
+            capacity_bytes=self.capacity(info),
+            volume_context=dict(info.options),
+            accessible_topology=self.access.topology(),
+        )
