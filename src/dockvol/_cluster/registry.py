@@ -18,7 +18,12 @@ Design:
 * **Access modes** (``_cluster.access``): a single-node volume is held through
   ``P/holders/<name>`` on the node's lease, taken in :meth:`acquire` before the first mount on
   this node and dropped in :meth:`release` after the last unmount. A node that cannot prove its
-  lease is alive refuses new single-node mounts (fencing); running containers are never touched.
+  lease is alive refuses new single-node mounts.
+* **Self-fencing**: when the lease goes unrenewed until shortly before it could expire (see
+  ``_cluster/session.py`` for the margin), the single-node volumes this node has attached are
+  handed to :attr:`on_hold_lost` (``serve`` wires it to ``VolumeService.fence``), so their writers
+  get errors before another node can take the hold. Fenced volumes are never taken back when etcd
+  answers again: their holds are dropped and the containers using them must be restarted.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +71,10 @@ START_TIMEOUT = 5.0
 BEST_EFFORT = 1.0
 #: A fresh snapshot replaces the watch this often, in case a stream went quiet without breaking.
 RESYNC_EVERY = 300.0
+
+#: ``on_hold_lost(names, reason)`` -> name -> fenced (``VolumeService.fence``): blocking, any
+#: thread; names it leaves out were not mounted here yet and are offered again.
+FenceFn = Callable[[Sequence[str], str], Mapping[str, bool]]
 
 
 def open_registry(
@@ -138,6 +147,10 @@ class EtcdRegistry(Registry):
         # Single-node volumes the service acquired and has not released: held even before their
         # first mount record exists (the driver is mounting), so a reconcile never drops them.
         self._acquired: set[str] = set()
+        #: Set by serve: fences volumes whose hold this node can no longer prove.
+        self.on_hold_lost: FenceFn | None = None
+        self._fenced: dict[str, str] = {}  # name -> why; never held again by this process
+        self._fence_unannounced = False  # say "restart the containers" once etcd answers
         self._publish_locks = [threading.Lock() for _ in range(32)]
         self._dirty = threading.Event()  # this node's published state needs a reconcile
         self._stop = threading.Event()
@@ -145,7 +158,12 @@ class EtcdRegistry(Registry):
         self._watch: ec.Watch | None = None
         self._snapshot_at = time.monotonic()
         self.session = Session(
-            client, lease_ttl, on_lease=self._on_lease, on_tick=self._on_tick, on_lost=self._resync
+            client,
+            lease_ttl,
+            on_lease=self._on_lease,
+            on_tick=self._on_tick,
+            on_lost=self._resync,
+            on_expiring=self._fence_held,
         )
         self.holders = Holders(client, layout, node, self.session.ttl)
         self._watcher = threading.Thread(target=self._watch_loop, name="dockvol-watch", daemon=True)
@@ -503,6 +521,17 @@ class EtcdRegistry(Registry):
         self._on_tick(lease)
 
     def _on_tick(self, lease: int) -> None:
+        if self._fence_unannounced:
+            self._fence_unannounced = False
+            with self._lock:
+                fenced = sorted(self._fenced)
+            log.error(
+                "etcd answers again; volume(s) %s stay fenced on node %r and are not taken back: "
+                "the containers using them here get write errors and need a restart (stop them, "
+                "then start them again on another node, or here after restarting the plugin)",
+                ", ".join(fenced),
+                self.node,
+            )
         if time.monotonic() - self._snapshot_at > RESYNC_EVERY:
             self._snapshot_at = time.monotonic()
             w = self._watch
@@ -564,13 +593,20 @@ class EtcdRegistry(Registry):
         ]
         with self._lock:
             single += [n for n in self._acquired if n not in single]
+            # Fenced volumes are not taken back: their holds go (another node may use them).
+            single = [n for n in single if n not in self._fenced]
         # Holders: keep the ones containers here still need, drop the rest.
+        lost = []
         for name in single:
             try:
                 self.holders.hold(name, lease)
             except DriverError as exc:
-                # Another node took it while we could not reach etcd (our lease had expired).
-                log.error("split brain on single-node volume %r: %s", name, exc)
+                # Another node took it while we could not reach etcd (our lease had expired):
+                # the fence should have come first; fence now if it did not.
+                log.error("single-node volume %r is held by another node: %s", name, exc)
+                lost.append(name)
+        if lost:
+            self._fence(lost, "another node took the volume while this node could not reach etcd")
         holders_root = self.layout.kind(HOLDERS)
         hkvs, _ = self.client.range(holders_root, ec.prefix_end(holders_root))
         for kv in hkvs:
@@ -579,6 +615,53 @@ class EtcdRegistry(Registry):
                 continue
             if parsed[1][0] not in single:
                 self.client.txn([ec.cmp_mod(kv.key, kv.mod_revision)], [ec.op_delete(kv.key)])
+
+    # -- self-fencing -----------------------------------------------------------------------------
+    def held_here(self) -> list[str]:
+        """Single-node volumes this node holds (mounted or being mounted), not yet fenced."""
+        names = {
+            rec.name
+            for rec in self._local.all()
+            if rec.mounts and access_of(rec.options, self.default_access) == SINGLE_NODE
+        }
+        with self._lock:
+            names |= self._acquired
+            return sorted(names - self._fenced.keys())
+
+    def fenced(self) -> dict[str, str]:
+        """Volumes this process fenced: name -> why."""
+        with self._lock:
+            return dict(self._fenced)
+
+    def _fence_held(self, reason: str) -> None:
+        """The session's watchdog: the lease may lapse soon; fence what this node holds."""
+        names = self.held_here()
+        if names:
+            self._fence(names, reason)
+
+    def _fence(self, names: Sequence[str], reason: str) -> None:
+        fence = self.on_hold_lost
+        if fence is None:
+            log.error(
+                "cannot fence %s (%s): no fence wired to the registry", ", ".join(names), reason
+            )
+            return
+        done = fence(names, reason)
+        with self._lock:
+            for name, ok in done.items():
+                self._fenced[name] = reason if ok else f"{reason} (the driver cannot fence it)"
+                self._acquired.discard(name)
+        if done:
+            self._fence_unannounced = True
+            log.error(
+                "node %r fenced single-node volume(s) %s: %s",
+                self.node,
+                ", ".join(
+                    f"{n} ({'fenced' if ok else 'NOT fenced: driver cannot'})"
+                    for n, ok in sorted(done.items())
+                ),
+                reason,
+            )
 
     def wait_synced(self, timeout: float) -> bool:
         """For tests and tools: until the first snapshot from etcd is in the view."""
