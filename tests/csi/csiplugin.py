@@ -1,8 +1,9 @@
 """A CSI-only plugin process for the tests: the local driver, a sqlite registry, serve_csi.
 
-``python -m tests.csi.csiplugin ROOT STATE ENDPOINT NODE``. With ``CSI_TEST_GATE=DIR`` set,
-the driver's mount and the staging bind each wait until the file ``DIR/go`` exists, after
-touching ``DIR/in-mount`` or ``DIR/in-bind``: a test kills the process there.
+``python -m tests.csi.csiplugin ROOT STATE ENDPOINT NODE``. With ``CSI_TEST_GATE=DIR`` and
+``CSI_TEST_GATE_AT=in-mount`` (the driver's mount) or ``in-bind`` (a bind, after the service
+recorded the mount), that step touches ``DIR/<where>`` and waits until ``DIR/go`` exists: a
+test kills the process there.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from dockvol._service.service import VolumeService
 from dockvol.drivers.local import LocalDriver
 
 GATE = os.environ.get("CSI_TEST_GATE")
+GATE_AT = os.environ.get("CSI_TEST_GATE_AT")
 
 
 def _hold(where: str) -> None:
-    if not GATE:
+    if not GATE or where != GATE_AT:
         return
     gate = Path(GATE)
     (gate / where).touch()
