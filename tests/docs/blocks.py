@@ -6,13 +6,16 @@ docs deliberately show without running it (output samples, HTTP transcripts, dia
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)")
 NOT_RUN = re.compile(r"^\s*<!--\s*not-run:\s*(?P<reason>.*?)\s*-->\s*$")
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-yaml (a docker-compose dependency)
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,17 @@ def blocks(path: Path) -> list[Block]:
 
 def all_blocks() -> list[Block]:
     return [b for f in markdown_files() for b in blocks(f)]
+
+
+def load_yaml(text: str) -> object:
+    """Parse YAML with a real parser: Debian's python3-yaml, which ``./dev`` installs with
+    docker-compose (PyYAML is no dependency of dockvol). ValueError says why it is not YAML."""
+    if not Path(SYSTEM_PYTHON).exists():
+        raise AssertionError(f"{SYSTEM_PYTHON} missing: ./dev installs it (docker-compose)")
+    code = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout, default=str)"
+    r = subprocess.run(
+        [SYSTEM_PYTHON, "-c", code], input=text, capture_output=True, text=True, timeout=60
+    )
+    if r.returncode != 0:
+        raise ValueError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "no output")
+    return json.loads(r.stdout)
