@@ -313,6 +313,10 @@ def _side_servers(args: argparse.Namespace, app: Any, service: Any, tcp_plan: An
         from dockvol._transport.tcp import serve_tcp
 
         out.append(serve_tcp(tcp_plan, app, name=args.name, spec_dir=args.spec_dir))
+    if args.csi_endpoint or os.environ.get("CSI_ENDPOINT"):
+        from dockvol._csi.server import serve_csi  # a bad endpoint is an OSError at start
+
+        out.append(serve_csi(service, args.csi_endpoint, node_id=args.node or "", name=args.name))
     if not args.metrics:
         return out  # no listener, no per-request counting
     from dockvol import __version__

@@ -79,6 +79,9 @@ SERVE_FLAGS: Final[tuple[Flag, ...]] = (
     Flag("node", "this host's name in a cluster registry (default: the hostname)"),
     Flag("lease-ttl", "seconds before a dead node's single-node volumes are released (cluster "
          "registry)", "15", float),
+    Flag("csi-endpoint", "also serve CSI (Identity, Controller, Node) on this unix socket: "
+         "unix:///path/csi.sock or a path (default: $CSI_ENDPOINT; off when neither is set)",
+         metavar="ENDPOINT"),
     Flag("log-level", "default: info (one line per request)", "info", choices=LOG_LEVELS),
     Flag("log-format", "text or json (default: text)", "text", choices=("text", "json")),
 )  # fmt: skip

@@ -10,8 +10,8 @@ ENV = "CSI_ENDPOINT"
 MAX_SOCKET_PATH = 107
 
 
-class EndpointError(ValueError):
-    pass
+class EndpointError(OSError):
+    """The endpoint cannot be listened on (an OSError: serve reports it like an address in use)."""
 
 
 def parse_endpoint(text: str | None) -> Path:
