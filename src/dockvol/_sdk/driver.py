@@ -38,6 +38,11 @@ class Driver:
     #: every node mounts). Modes beyond it are refused.
     sharing: ClassVar[Sharing] = "single-node"
 
+    #: ``status`` depends only on the volume (name, key, options) and its mountpoint, not on
+    #: time or usage: the framework then calls it once per change of the volume instead of on
+    #: every Get, and the engine's hottest call is answered from a cached reply.
+    status_is_static: ClassVar[bool] = False
+
     def __init__(self, root: Path, context: HostContext | None = None) -> None:
         #: The directory where this driver keeps its volumes (``--root``).
         self.root = root
@@ -66,7 +71,8 @@ class Driver:
 
     def status(self, volume: Volume, mountpoint: Path | None) -> Mapping[str, Any]:
         """Extra fields for ``docker volume inspect``'s Status. Called on the event loop on every
-        Get: keep it cheap and never block (no network, no subprocesses)."""
+        Get (once per change with ``status_is_static``): keep it cheap and never block (no
+        network, no subprocesses)."""
         return {}
 
     def recover(self, volume: Volume, mountpoint: Path | None) -> Path | None:

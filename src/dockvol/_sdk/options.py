@@ -44,7 +44,7 @@ def parse_size(text: str) -> int:
 def parse_mode(text: str) -> int:
     """An octal permission mode: ``755``, ``0750``, ``0o700``."""
     t = text.strip().lower().removeprefix("0o")
-    if not re.fullmatch(r"[0-7]{1,4}", t):
+    if not re.fullmatch(r"0?[0-7]{1,4}", t):
         raise ValueError(f"{text!r} is not an octal mode; use digits 0-7, like 0755")
     mode = int(t, 8)
     if mode & 0o6000:

@@ -101,8 +101,11 @@ class VolumeService:
         self.health = Health()
         self._locks = KeyedLocks()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dockvol")
-        # Driver.status is called on every Get; skip it entirely when the driver has none.
-        self._has_status = type(driver).status is not Driver.status
+        # Driver.status runs on every Get, or once per change when the driver says it is
+        # static; skip it entirely when the driver has none.
+        has_status = type(driver).status is not Driver.status
+        self._static_status = has_status and type(driver).status_is_static
+        self._has_status = has_status and not self._static_status
         # Volumes with mount records whose mount recover() could not restore at start.
         self._unrecovered: set[str] = set()
         # What Get derives from a record, rebuilt when the record changes (Get is hot).
@@ -205,8 +208,10 @@ class VolumeService:
 
     def _info(self, rec: VolumeRecord) -> VolumeInfo:
         status: Mapping[str, Any] = EMPTY
+        if self._static_status:
+            status = self._driver_status(rec.name, rec, rec.mountpoint)
         if rec.name in self._fenced:
-            status = {"fenced": self._fenced[rec.name]}
+            status = {**status, "fenced": self._fenced[rec.name]}
         return VolumeInfo(
             name=rec.name,
             created_at=rec.created_at,
@@ -225,20 +230,22 @@ class VolumeService:
             return None
         extra: dict[str, Any] = {}
         if self._has_status:
-            try:
-                vol = self._volumes.get(name)
-                if vol is None or vol[0] is not rec:
-                    vol = self._volumes[name] = (rec, self._volume(rec))
-                    if len(self._volumes) > GET_VIEWS:
-                        self._volumes.popitem(last=False)
-                mp = info.mountpoint
-                extra.update(self.driver.status(vol[1], Path(mp) if mp else None))
-            except Exception as exc:  # a Get error makes the engine forget the volume: never fail
-                log.warning("status of volume %r failed: %s", name, exc)
-                extra["status_error"] = str(exc)
+            extra.update(self._driver_status(name, rec, info.mountpoint))
         if self._registry_status:
             extra.update(self.registry.status(name))  # cluster: nodes using it, holder
         return extra
+
+    def _driver_status(self, name: str, rec: VolumeRecord, mp: str | None) -> dict[str, Any]:
+        try:
+            vol = self._volumes.get(name)
+            if vol is None or vol[0] is not rec:
+                vol = self._volumes[name] = (rec, self._volume(rec))
+                if len(self._volumes) > GET_VIEWS:
+                    self._volumes.popitem(last=False)
+            return dict(self.driver.status(vol[1], Path(mp) if mp else None))
+        except Exception as exc:  # a Get error makes the engine forget the volume: never fail
+            log.warning("status of volume %r failed: %s", name, exc)
+            return {"status_error": str(exc)}
 
     def list_volumes(self) -> list[VolumeInfo]:
         """Every volume, with only ``name`` and ``mountpoint`` filled (List needs no more)."""

@@ -46,6 +46,7 @@ def make_server(
         access_log=False,
         server_header=False,
         date_header=False,
+        proxy_headers=False,  # no proxy stands before a plugin socket; the middleware costs a call
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=graceful_seconds,
         limit_concurrency=None,

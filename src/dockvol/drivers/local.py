@@ -40,6 +40,9 @@ class LocalDriver(Driver):
         ),
     }
 
+    # Its status (path, on_remove) changes only with the volume itself.
+    status_is_static: ClassVar[bool] = True
+
     def setup(self) -> None:
         super().setup()
         self._sweep_trash()  # removals a crash interrupted
@@ -165,7 +168,7 @@ class LocalDriver(Driver):
         return path
 
     def status(self, volume: Volume, mountpoint: Path | None) -> Mapping[str, Any]:
-        return {"path": os.path.join(self.root, volume.key), "on_remove": self.on_remove(volume)}
+        return {"path": f"{self.root}/{volume.key}", "on_remove": self.on_remove(volume)}
 
     def recover(self, volume: Volume, mountpoint: Path | None) -> Path | None:
         path = self._dir(volume)
