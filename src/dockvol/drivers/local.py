@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,9 @@ class LocalDriver(Driver):
 
     def setup(self) -> None:
         super().setup()
+        # One thread deletes removed volumes, after their Remove was answered.
+        self._trash: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        threading.Thread(target=self._empty_trash, name="dockvol-trash", daemon=True).start()
         self._sweep_trash()  # removals a crash interrupted
 
     def _dir(self, volume: Volume) -> Path:
@@ -129,29 +133,25 @@ class LocalDriver(Driver):
         trash.mkdir(mode=0o700, exist_ok=True)
         gone = trash / f"{path.name}.{uuid.uuid4().hex[:8]}"
         os.rename(path, gone)
-        threading.Thread(
-            target=self._delete, args=(trash, gone), name="dockvol-trash", daemon=True
-        ).start()
+        self._trash.put(gone)
 
-    @staticmethod
-    def _delete(trash: Path, item: Path) -> None:
-        try:
-            remove_tree(trash, item)
-        except (OSError, DriverError) as exc:
-            log.warning("could not delete removed volume data %s: %s", item, exc)
+    def _empty_trash(self) -> None:
+        while True:
+            item = self._trash.get()
+            try:
+                remove_tree(item.parent, item)
+            except (OSError, DriverError) as exc:
+                log.warning("could not delete removed volume data %s: %s", item, exc)
 
     def _sweep_trash(self) -> None:
         trash = self.root / TRASH
         if not is_real_dir(trash):
             return
-        items = [trash / e for e in os.listdir(trash)]
+        items = sorted(os.listdir(trash))
         if items:
             log.info("deleting %d removed volume(s) left by an interrupted removal", len(items))
-            threading.Thread(
-                target=lambda: [self._delete(trash, i) for i in items],
-                name="dockvol-trash",
-                daemon=True,
-            ).start()
+        for e in items:
+            self._trash.put(trash / e)
 
     def mount(self, volume: Volume) -> Path:
         path = self._dir(volume)

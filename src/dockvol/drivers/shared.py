@@ -41,6 +41,7 @@ class SharedDriver(LocalDriver):
             )
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise DriverError(f"shared root {self.root} is not writable by the plugin")
+        super().setup()  # the root exists: only the local driver's own start-up remains
 
     def status(self, volume: Volume, mountpoint: Path | None) -> Mapping[str, Any]:
         return {"path": str(self.root / volume.key), "access": volume.options.get("access")}
