@@ -6,6 +6,7 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,35 @@ def test_cli_prints_the_config_it_would_build() -> None:
         check=True,
     )
     assert json.loads(r.stdout) == config("block", "dockvol")
+
+
+@pytest.mark.parametrize("driver", ["local", "block", "shared"])
+def test_csi_plugin_declares_csi_publishes_and_can_mount(driver: str) -> None:
+    cfg = plugin_config("me/dockvol-csi:1", driver, load_driver(driver), csi=True)
+    assert cfg["interface"] == {
+        "types": ["docker.csicontroller/1.0", "docker.csinode/1.0"],
+        "socket": "csi.sock",
+    }
+    assert cfg["propagatedMount"] == "/data/published"
+    env = env_of(cfg)
+    assert env["CSI_ENDPOINT"] == "unix:///run/docker/plugins/csi.sock"
+    assert env["DOCKVOL_SOCKET"] != "/run/docker/plugins/csi.sock"
+    linux = cfg["linux"]
+    assert isinstance(linux, dict) and "CAP_SYS_ADMIN" in linux["capabilities"]
+    mounts = cfg["mounts"]
+    assert isinstance(mounts, list)
+    shared = [m for m in mounts if m["name"] == "shared"]
+    if driver == "shared":
+        (m,) = shared
+        assert m["settable"] == ["source"] and m["type"] == "bind"
+        assert env["DOCKVOL_ROOT"] == m["destination"]
+    else:
+        assert shared == []
+
+
+def test_csi_wheels_include_grpc(tmp_path: Path) -> None:
+    from dockvol._packaging.wheels import closure
+
+    names = {d.metadata["Name"].lower() for d in closure(extras=("csi",))}
+    assert {"grpcio", "protobuf"} <= names
+    assert "grpcio" not in {d.metadata["Name"].lower() for d in closure()}

@@ -47,6 +47,11 @@ def register(subparsers: Any) -> None:
         help="extra Debian package for the rootfs (needs network; repeatable)",
     )
     b.add_argument("--log-level", default="info", help="default DOCKVOL_LOG_LEVEL")
+    b.add_argument(
+        "--csi",
+        action="store_true",
+        help="a CSI plugin for Swarm cluster volumes (docker volume create --type mount ...)",
+    )
     _add_host(b)
     b.set_defaults(func=_build)
 
@@ -62,6 +67,7 @@ def register(subparsers: Any) -> None:
     c = sub.add_parser("config", help="print the config.json a build would write")
     c.add_argument("--driver", default="local")
     c.add_argument("--name", default="dockvol", help="plugin name (for DOCKVOL_NAME)")
+    c.add_argument("--csi", action="store_true", help="the config of a CSI plugin")
     c.set_defaults(func=_config)
 
 
@@ -77,6 +83,7 @@ def _build(args: argparse.Namespace) -> int:
         python_version=args.python_version,
         apt_packages=args.apt_package,
         log_level=args.log_level,
+        csi=args.csi,
     )
     try:
         result = build(opts, Docker(host=args.host))
@@ -111,6 +118,6 @@ def _config(args: argparse.Namespace) -> int:
     except StepError as e:
         print(f"dockvol plugin config: {e}", file=sys.stderr)
         return 1
-    config = plugin_config(args.name, args.driver, cls)
+    config = plugin_config(args.name, args.driver, cls, csi=args.csi)
     print(json.dumps(config, indent=2))
     return 0

@@ -198,7 +198,8 @@ class Node(pb_grpc.NodeServicer):
 
 def _bind_once(source: Path, target: Path, readonly: bool) -> None:
     """Bind ``source`` at ``target`` unless that is done already (a retried call)."""
-    target.mkdir(exist_ok=True)  # the spec: the CO makes the parent, the plugin the path
+    # The spec has the CO make the parent; Swarm does not make /data/staged: make both.
+    target.mkdir(parents=True, exist_ok=True)
     if mounts.is_mounted(target):
         return
     mounts.bind(source, target, readonly=readonly)

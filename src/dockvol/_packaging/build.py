@@ -79,6 +79,8 @@ class BuildOptions:
     python_version: str | None = None
     apt_packages: list[str] = field(default_factory=list)
     log_level: str = "info"
+    #: A CSI plugin (Swarm cluster volumes) instead of a Docker volume plugin.
+    csi: bool = False
 
 
 @dataclass
@@ -125,10 +127,11 @@ def _prepare_context(ctx: Path, opts: BuildOptions) -> None:
         (ctx / name).write_bytes(pkg.joinpath(name).read_bytes())
     machine = _target_machine(opts.platform)
     python = opts.python_version or host_python()
+    extras = ("csi",) if opts.csi else ()  # gRPC for the CSI front end
     if machine == platform.machine() and python == host_python():
-        wheels.pack_installed(ctx / "wheels")
+        wheels.pack_installed(ctx / "wheels", extras=extras)
     else:
-        wheels.fetch_wheels(ctx / "wheels", python, machine)
+        wheels.fetch_wheels(ctx / "wheels", python, machine, extras)
 
 
 def _context_key(ctx: Path, base_id: str, opts: BuildOptions) -> str:
@@ -227,7 +230,9 @@ def build(opts: BuildOptions, docker: Docker) -> BuildResult:
         size = _du(plugin_dir / "rootfs")
 
         say("[4/5] writing config.json")
-        config = plugin_config(opts.name, opts.driver, driver_cls, log_level=opts.log_level)
+        config = plugin_config(
+            opts.name, opts.driver, driver_cls, log_level=opts.log_level, csi=opts.csi
+        )
         (plugin_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
         say(f"[5/5] docker plugin create {opts.name}")

@@ -66,8 +66,10 @@ def plugin_config(
     *,
     log_level: str = "info",
     log_format: str = "text",
+    csi: bool = False,
 ) -> dict[str, Any]:
-    """The ``config.json`` for a plugin serving ``driver_name`` (a module of dockvol.drivers)."""
+    """The ``config.json`` for a plugin serving ``driver_name`` (a module of dockvol.drivers);
+    with ``csi``, a CSI plugin for Swarm cluster volumes (see csi.py)."""
     # Every flag of dockvol serve, settable with docker plugin set while disabled; an empty
     # value means serve's own default. Values set by users survive docker plugin upgrade.
     values = {
@@ -107,7 +109,7 @@ def plugin_config(
         )
     doc = (driver_cls.__doc__ or "").strip().splitlines()
     summary = doc[0].rstrip(".") if doc else f"{driver_name} driver"
-    return {
+    config = {
         "description": f"dockvol volume plugin: {summary}",
         "documentation": DOCUMENTATION,
         "entrypoint": ENTRYPOINT,
@@ -128,3 +130,8 @@ def plugin_config(
         "ipchost": False,
         "pidhost": False,
     }
+    if csi:
+        from .csi import apply_csi
+
+        apply_csi(config, driver_cls)
+    return config

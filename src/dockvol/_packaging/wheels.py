@@ -36,8 +36,11 @@ def _requirement_names(dist: metadata.Distribution) -> Iterator[str]:
         yield name
 
 
-def _requirements(dist: metadata.Distribution) -> Iterator[tuple[str, str]]:
-    """(name, version specifier) of the runtime requirements for this interpreter."""
+def _requirements(
+    dist: metadata.Distribution, extras: Iterable[str] = ()
+) -> Iterator[tuple[str, str]]:
+    """(name, version specifier) of the runtime requirements for this interpreter, with those
+    of the named ``extras`` (``csi``)."""
     try:
         from packaging.requirements import Requirement
     except ImportError:  # pip always vendors it
@@ -46,14 +49,16 @@ def _requirements(dist: metadata.Distribution) -> Iterator[tuple[str, str]]:
         )
     for text in dist.requires or ():
         req = Requirement(text)
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
+        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
             yield req.name, str(req.specifier)
 
 
-def closure(root: str = ROOT_DIST) -> list[metadata.Distribution]:
-    """``root`` and every installed distribution it needs at run time, in a stable order."""
+def closure(root: str = ROOT_DIST, extras: Iterable[str] = ()) -> list[metadata.Distribution]:
+    """``root`` (with its ``extras``) and every installed distribution it needs at run time,
+    in a stable order."""
     seen: dict[str, metadata.Distribution] = {}
     todo = [root]
+    first = True
     while todo:
         name = _norm(todo.pop())
         if name in seen:
@@ -66,7 +71,8 @@ def closure(root: str = ROOT_DIST) -> list[metadata.Distribution]:
                 f"pip install {name}"
             ) from None
         seen[name] = dist
-        todo.extend(_requirement_names(dist))
+        todo.extend(n for n, _ in _requirements(dist, extras if first else ()))
+        first = False
     return [seen[k] for k in sorted(seen)]
 
 
@@ -152,10 +158,10 @@ def pack_wheel(dist: metadata.Distribution, dest: Path) -> Path:
     return out
 
 
-def pack_installed(dest: Path, root: str = ROOT_DIST) -> list[Path]:
+def pack_installed(dest: Path, root: str = ROOT_DIST, extras: Iterable[str] = ()) -> list[Path]:
     """Wheels of ``root`` and its requirements from this Python's installed copies (offline)."""
     dest.mkdir(parents=True, exist_ok=True)
-    return [pack_wheel(d, dest) for d in closure(root)]
+    return [pack_wheel(d, dest) for d in closure(root, extras)]
 
 
 def fetch_command(
@@ -186,12 +192,14 @@ def manylinux_platforms(machine: str) -> list[str]:
     return [*tags, f"manylinux2014_{machine}", f"linux_{machine}"]
 
 
-def fetch_wheels(dest: Path, python_version: str, machine: str) -> list[Path]:
+def fetch_wheels(
+    dest: Path, python_version: str, machine: str, extras: Iterable[str] = ()
+) -> list[Path]:
     """dockvol packed from this install, its requirements downloaded for another target."""
     dest.mkdir(parents=True, exist_ok=True)
-    dists = closure()
+    dists = closure(extras=extras)
     own = pack_wheel(dists[[_norm(d.metadata["Name"]) for d in dists].index(ROOT_DIST)], dest)
-    reqs = sorted(n + spec for n, spec in _requirements(metadata.distribution(ROOT_DIST)))
+    reqs = sorted(n + spec for n, spec in _requirements(metadata.distribution(ROOT_DIST), extras))
     r = subprocess.run(
         fetch_command(dest, python_version, manylinux_platforms(machine), reqs),
         capture_output=True,
