@@ -97,6 +97,14 @@ def driver(root: Path) -> BlockDriver:
 MakeVolume = Callable[..., Volume]
 
 
+def reserve(fs: str, size: int) -> int:
+    """What a new, empty volume of ``size`` may have less free than its size (docs/block.md):
+    the filesystem's own reserve for its metadata when it is nearly full, and what mkfs used."""
+    if fs == "ext4":
+        return min(size // 50, 16 << 20) + (1 << 20)
+    return min(size // 20, 32 << 20) + size // 100 + (4 << 20)
+
+
 def wait_for(what: str, condition: Callable[[], object], timeout: float = 20.0) -> None:
     """Poll ``condition`` until it is true (a condition with a deadline, not a fixed sleep)."""
     deadline = time.monotonic() + timeout

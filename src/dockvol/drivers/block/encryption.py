@@ -202,6 +202,12 @@ def lock(fs_root: Path, volume: str) -> None:
     _remove(fs_root, header.identifier, volume)
 
 
+def forget_key(fs_root: Path, identifier: bytes, volume: str) -> None:
+    """Remove the key ``identifier`` from the mounted filesystem's keyring (a fence: the header
+    was read before the filesystem was shut down). Best effort: logs problems."""
+    _remove(fs_root, identifier, volume)
+
+
 def _remove(fs_root: Path, identifier: bytes, volume: str | None = None) -> None:
     try:
         flags = fscrypt.remove_key(fs_root, identifier)
