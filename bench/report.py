@@ -10,9 +10,9 @@ from typing import Any
 from .chart import Bar, Group, bar_chart
 from .external import records
 
-GET_P50_MS = 0.15
+GET_P50_MS = 0.12
 LIST_MS = 5.0
-COLD_START_MS = 150.0
+COLD_START_MS = 120.0
 RSS_MB = 40.0
 
 
