@@ -240,6 +240,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise _Refused(f"cannot start: {exc}") from None
     registry.set_owner(driver_identity(driver_cls))
     service = VolumeService(driver, registry, secrets=SecretStore(args.secrets_dir))
+    if shared:  # self-fencing: the cluster registry fences what it can no longer prove it holds
+        registry.on_hold_lost = service.fence
     service.reconcile()
     app = PluginApp(service)
     # Serve writes its own request lines (fast); the stdlib observer is for embedded apps.
@@ -317,6 +319,10 @@ def _side_servers(args: argparse.Namespace, app: Any, service: Any, tcp_plan: An
         from dockvol._csi.server import serve_csi  # a bad endpoint is an OSError at start
 
         out.append(serve_csi(service, args.csi_endpoint, node_id=args.node or "", name=args.name))
+    if args.docker_host:
+        from dockvol._engine.heal import healing
+
+        out.append(healing(service, args.docker_host, every=args.heal_every))
     if not args.metrics:
         return out  # no listener, no per-request counting
     from dockvol import __version__
@@ -332,6 +338,11 @@ def _side_servers(args: argparse.Namespace, app: Any, service: Any, tcp_plan: An
         lambda: service.summary()["active_mounts"],
     )
     metrics.gauge("ready", "1 once reconciled and serving.", lambda: service.health.ready)
+    metrics.gauge(
+        "fenced_volumes",
+        "Volumes fenced on this host (their containers need a restart).",
+        lambda: len(service.summary()["fenced"]),
+    )
     out.append(serve_metrics(args.metrics, metrics, service.health.as_dict))
     return out
 

@@ -82,6 +82,11 @@ SERVE_FLAGS: Final[tuple[Flag, ...]] = (
     Flag("csi-endpoint", "also serve CSI (Identity, Controller, Node) on this unix socket: "
          "unix:///path/csi.sock or a path (default: $CSI_ENDPOINT; off when neither is set)",
          metavar="ENDPOINT"),
+    Flag("docker-host", "the engine's API socket, e.g. unix:///var/run/docker.sock: mount records "
+         "no container uses any more (the engine gave up on an Unmount) are released "
+         "(off by default)", metavar="unix:///PATH"),
+    Flag("heal-every", "seconds between checks for stale mount records with --docker-host "
+         "(default: 60)", "60", float),
     Flag("log-level", "default: info (one line per request)", "info", choices=LOG_LEVELS),
     Flag("log-format", "text or json (default: text)", "text", choices=("text", "json")),
 )  # fmt: skip

@@ -252,6 +252,12 @@ class EtcdRegistry(Registry):
             )
         return out
 
+    def owner(self) -> Mapping[str, str]:
+        return self._local.owner()
+
+    def set_owner(self, owner: Mapping[str, str]) -> None:
+        self._local.set_owner(owner)
+
     # -- writes: definitions (cluster-wide, need etcd) ------------------------------------------
     def create(self, record: VolumeRecord) -> None:
         key = self.layout.volume(record.name)

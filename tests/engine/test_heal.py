@@ -1,0 +1,157 @@
+"""Stale "in use", healed: a plugin with ``--docker-host`` releases mount records the engine gave
+up on, through a real engine (20.10 and 26); and the healer's race rules, with fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockvol._engine.api import BadDockerHost, Container, DockerAPI, parse_docker_host
+from dockvol._engine.heal import StaleMountHealer
+from tests.engine._util import run_detached, wait_until
+from tests.support.engine import Engine
+from tests.support.plugin import Plugin
+
+PLUGIN = "dvheal"
+EVERY = 3.0  # --heal-every: passes 0.5 s apart to confirm, the first 1.5 s after the engine
+
+
+@pytest.fixture
+def healing_plugin(engine: Engine) -> Iterator[Plugin]:
+    base = Path(tempfile.mkdtemp(prefix="dvh", dir="/tmp"))
+    p = Plugin.start(
+        engine.plugins_dir / f"{PLUGIN}.sock", base / "root", base / "state" / "db",
+        "--docker-host", f"unix://{engine.sock}", "--heal-every", str(EVERY),
+        name=PLUGIN,
+    )  # fmt: skip
+    try:
+        yield p
+    finally:
+        if p.proc is None or p.proc.poll() is not None:
+            p.launch()  # the engine must be able to unmount what is left
+        for cid in engine.docker("ps", "-aq", check=False).stdout.split():
+            engine.docker("rm", "-f", cid, check=False)
+        p.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def mounts(plugin: Plugin, vol: str) -> list[str]:
+    code, body = plugin.call("VolumeDriver.Get", {"Name": vol})
+    assert code == 200 and not body.get("Err"), body
+    return list(body["Volume"]["Status"].get("mount_ids", []))
+
+
+@pytest.mark.engine
+def test_a_record_the_engine_gave_up_on_is_released_by_the_plugin_itself(
+    engine: Engine, healing_plugin: Plugin, names: Callable[[str], str], containers: list[str]
+) -> None:
+    stale, live = names("stale"), names("live")
+    for v in (stale, live):
+        engine.docker("volume", "create", "-d", PLUGIN, v)
+    gone = run_detached(engine, containers, names("gone"), stale)
+    run_detached(engine, containers, names("runs"), live)
+    stale_id = mounts(healing_plugin, stale)
+    live_ids = mounts(healing_plugin, live)
+    assert len(stale_id) == 1 and len(live_ids) == 1
+
+    # The plugin is down for all of the engine's Unmount retries: the engine gives up (the
+    # container counts as running until then, exited after), and the record stays.
+    healing_plugin.kill()
+    engine.docker("stop", "-t", "0", gone, check=False, timeout=120)
+    healing_plugin.launch()
+    assert mounts(healing_plugin, stale) == stale_id, "the engine's give-up leaves the record"
+
+    # The plugin, given the engine's API, finds it and releases it (the exited container that
+    # still references the volume does not count; the running one does).
+    wait_until("the stale record released", lambda: not mounts(healing_plugin, stale), 30)
+    log = healing_plugin.output()
+    assert f"stale mount record(s) of volume {stale!r} ({stale_id[0][:12]})" in log, log[-2000:]
+    assert mounts(healing_plugin, live) == live_ids, "a running container's record is kept"
+    engine.docker("rm", gone)
+    engine.docker("volume", "rm", stale)  # no longer "in use"
+
+
+def test_a_docker_host_that_is_not_a_unix_socket_is_refused_clearly() -> None:
+    with pytest.raises(BadDockerHost, match=r"unix:///var/run/docker.sock \(TCP is not"):
+        parse_docker_host("tcp://127.0.0.1:2375")
+    assert parse_docker_host("unix:///run/docker.sock") == "/run/docker.sock"
+
+
+# -- the race rules, with a fake engine and service (fast; the engine test above is the real one)
+@dataclass
+class _Info:
+    name: str
+    mounts: int
+    mount_ids: tuple[str, ...]
+
+
+@dataclass
+class FakeService:
+    records: dict[str, dict[str, int]] = field(default_factory=dict)
+    released: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def list_volumes(self) -> list[_Info]:
+        return [i for n in self.records if (i := self.get(n)) is not None]
+
+    def get(self, name: str) -> _Info | None:
+        ids = self.records.get(name)
+        return None if ids is None else _Info(name, sum(ids.values()), tuple(ids))
+
+    async def release(self, name: str, mount_ids: Any) -> list[str]:
+        self.released.append((name, list(mount_ids)))
+        for i in mount_ids:
+            self.records[name].pop(i)
+        return list(mount_ids)
+
+
+class FakeAPI(DockerAPI):
+    def __init__(self) -> None:
+        super().__init__("/nonexistent")
+        self.listing: list[Container] = []
+
+    def containers(self) -> list[Container]:
+        return list(self.listing)
+
+
+def _healer(svc: FakeService, api: FakeAPI) -> StaleMountHealer:
+    return StaleMountHealer(svc, api, every=1, confirm_after=0, quiet=0)
+
+
+def test_a_record_is_released_only_when_seen_stale_twice_unchanged() -> None:
+    svc, api = FakeService({"v": {"m1": 1}}), FakeAPI()
+    api.listing = [Container("c", "c", "exited", ("v",))]
+    h = _healer(svc, api)
+    assert asyncio.run(h.check()) == [] and h.suspects() == ["v"]  # first sight: suspect only
+    svc.records["v"]["m1"] = 2  # a docker start sent the same mount ID again
+    assert asyncio.run(h.check()) == [], "a changed record voids the confirmation"
+    svc.records["v"]["m1"] = 1
+    assert asyncio.run(h.check()) == []
+    assert asyncio.run(h.check()) == ["v"]
+    assert svc.released == [("v", ["m1"])]
+
+
+@pytest.mark.parametrize("state", ["created", "running", "paused", "restarting", "removing"])
+def test_a_container_in_any_state_but_exited_or_dead_keeps_the_record(state: str) -> None:
+    svc, api = FakeService({"v": {"m1": 1}}), FakeAPI()
+    api.listing = [Container("a", "a", "exited", ("v",)), Container("b", "b", state, ("v",))]
+    h = _healer(svc, api)
+    for _ in range(3):
+        assert asyncio.run(h.check()) == []
+    assert svc.released == [] and h.suspects() == []
+
+
+def test_a_new_mount_id_between_passes_is_not_released() -> None:
+    svc, api = FakeService({"v": {"m1": 1}}), FakeAPI()
+    h = _healer(svc, api)
+    asyncio.run(h.check())
+    svc.records["v"]["m2"] = 1  # a new container's mount, arrived between the passes
+    assert asyncio.run(h.check()) == []
+    assert asyncio.run(h.check()) == ["v"]  # both seen twice unchanged now, no container
+    assert svc.released == [("v", ["m1", "m2"])]
