@@ -72,8 +72,14 @@ def test_an_older_install_keeps_its_state_for_the_name_dockvol_only(
 def test_an_unusable_plugin_name_is_refused(tmp_path: Path) -> None:
     sock, _root, _state = paths(tmp_path)
     r = dockvol_serve("--name", "../x", "--socket", str(sock))
-    assert r.returncode == 1 and "not a valid plugin name" in r.stderr
+    assert r.returncode == 1 and "cannot name this plugin's socket and directories" in r.stderr
     assert not sock.exists()
+
+
+def test_a_managed_plugins_name_is_fine_with_explicit_paths(tmp_path: Path) -> None:
+    sock, root, state = paths(tmp_path)
+    p = Plugin.start(sock, root, state, name="me/dockvol-local")  # as config.json starts it
+    p.stop()
 
 
 # -- one process per state ----------------------------------------------------------------------

@@ -39,10 +39,13 @@ def resolve_paths(args: argparse.Namespace) -> None:
     /var/lib/dockvol/{volumes,state}: when that state exists and the new one does not, it is
     used as it is (nothing moves; the log says how to move it).
     """
-    if not _NAME_RE.match(args.name):
+    derived = args.root is None or args.state is None or (args.socket is None and not args.tcp)
+    if derived and not _NAME_RE.match(args.name):
+        # A managed plugin's name (me/plugin) is fine: it gives its socket and directories.
         raise _Refused(
-            f"--name {args.name!r} is not a valid plugin name; use letters, digits, '.', '_' "
-            "and '-' (the engine finds the plugin as /run/docker/plugins/NAME.sock)"
+            f"--name {args.name!r} cannot name this plugin's socket and directories; use "
+            "letters, digits, '.', '_' and '-' (the engine finds the plugin as "
+            "/run/docker/plugins/NAME.sock), or give --socket, --root and --state"
         )
     base = Path(serve_flags.BASE_DIR) / args.name
     legacy = (
