@@ -203,9 +203,20 @@ def lock(fs_root: Path, volume: str) -> None:
 
 
 def forget_key(fs_root: Path, identifier: bytes, volume: str) -> None:
-    """Remove the key ``identifier`` from the mounted filesystem's keyring (a fence: the header
-    was read before the filesystem was shut down). Best effort: logs problems."""
-    _remove(fs_root, identifier, volume)
+    """Remove the key ``identifier`` from the keyring of a filesystem that was just shut down (a
+    fence: the header was read before). The kernel wipes the key's secret first, then syncs the
+    filesystem to evict its inodes: on a shut-down filesystem that sync fails (EIO), which is
+    expected and leaves the key removed. Best effort: logs other problems."""
+    try:
+        fscrypt.remove_key(fs_root, identifier)
+    except OSError as exc:
+        if exc.errno != errno.EIO:
+            log.warning(
+                "volume %r: removing the encryption key from %s failed: %s",
+                volume,
+                fs_root,
+                exc.strerror,
+            )
 
 
 def _remove(fs_root: Path, identifier: bytes, volume: str | None = None) -> None:

@@ -40,6 +40,9 @@ def _ior(group: str, nr: int, size: int) -> int:
 IOC_SHUTDOWN: Final = _ior("X", 125, 4)
 #: EXT4_GOING_FLAGS_LOGFLUSH = XFS_FSOP_GOING_FLAGS_LOGFLUSH: commit the journal, then stop.
 GOING_FLAGS_LOGFLUSH: Final = 1
+#: EXT4_GOING_FLAGS_DEFAULT = XFS_FSOP_GOING_FLAGS_DEFAULT: freeze (write back everything,
+#: commit the journal, hold writers), shut down, thaw: the held writers then fail.
+GOING_FLAGS_DEFAULT: Final = 0
 #: Unmounting a shut-down filesystem writes nothing; never wait long for it.
 _UMOUNT_TIMEOUT: Final = 10.0
 
@@ -47,7 +50,7 @@ _UMOUNT_TIMEOUT: Final = 10.0
 def shutdown(mountpoint_fd: int) -> bool:
     """Shut the filesystem down (LOGFLUSH); whether it is down (False: not supported)."""
     try:
-        fcntl.ioctl(mountpoint_fd, IOC_SHUTDOWN, struct.pack("I", GOING_FLAGS_LOGFLUSH))
+        fcntl.ioctl(mountpoint_fd, IOC_SHUTDOWN, struct.pack("I", GOING_FLAGS_DEFAULT))
     except OSError as exc:
         if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL):
             return False

@@ -107,9 +107,14 @@ def remove_key(mountpoint: Path, identifier: bytes) -> int:
 def key_status(mountpoint: Path, identifier: bytes) -> int:
     """:data:`KEY_STATUS_ABSENT`, :data:`KEY_STATUS_PRESENT` or
     :data:`KEY_STATUS_INCOMPLETELY_REMOVED`."""
-    arg = bytearray(_KEY_STATUS.pack(_spec(identifier), 0, 0, 0))
     with _opened(mountpoint) as fd:
-        fcntl.ioctl(fd, FS_IOC_GET_ENCRYPTION_KEY_STATUS, arg)
+        return key_status_of(fd, identifier)
+
+
+def key_status_of(fd: int, identifier: bytes) -> int:
+    """:func:`key_status` through an open directory of the filesystem."""
+    arg = bytearray(_KEY_STATUS.pack(_spec(identifier), 0, 0, 0))
+    fcntl.ioctl(fd, FS_IOC_GET_ENCRYPTION_KEY_STATUS, arg)
     status: int = _KEY_STATUS.unpack(arg)[1]
     return status
 
