@@ -15,7 +15,7 @@ import pytest
 
 from dockvol import DriverError, HostContext, Volume
 from dockvol.drivers.block import BlockDriver, fscrypt, loop
-from dockvol.drivers.block.fence import GOING_FLAGS_LOGFLUSH, IOC_SHUTDOWN
+from dockvol.drivers.block.fence import GOING_FLAGS_DEFAULT, IOC_SHUTDOWN
 
 from .conftest import MakeVolume, wait_for
 from .test_encryption import Make, encrypted, header, make, secrets_dir  # noqa: F401 (fixtures)
@@ -101,9 +101,10 @@ def check_clean(fs: str, image: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_the_ioctl_is_ext4s_and_xfss_shutdown_with_log_flush() -> None:
-    # _IOR('X', 125, __u32): EXT4_IOC_SHUTDOWN (linux/ext4.h), XFS_IOC_GOINGDOWN (xfs_fs.h).
-    assert IOC_SHUTDOWN == 0x8004587D and GOING_FLAGS_LOGFLUSH == 1
+def test_the_ioctl_is_ext4s_and_xfss_shutdown_after_a_freeze() -> None:
+    # _IOR('X', 125, __u32): EXT4_IOC_SHUTDOWN (linux/ext4.h), XFS_IOC_GOINGDOWN (xfs_fs.h);
+    # flag 0: EXT4_GOING_FLAGS_DEFAULT / XFS_FSOP_GOING_FLAGS_DEFAULT (freeze, shut down, thaw).
+    assert IOC_SHUTDOWN == 0x8004587D and GOING_FLAGS_DEFAULT == 0
 
 
 @pytest.mark.parametrize(("fs", "size"), [("ext4", "64M"), ("xfs", "300M")])

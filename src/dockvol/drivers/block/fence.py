@@ -2,13 +2,17 @@
 node can take it over without two kernels writing one filesystem.
 
 ext4 and xfs share one ioctl for this (``EXT4_IOC_SHUTDOWN`` = ``XFS_IOC_GOINGDOWN`` =
-``_IOR('X', 125, __u32)``). With the LOGFLUSH flag the filesystem commits its journal (log)
-first, then shuts down: everything applications had made durable (fsync) is on the image, the
-metadata is consistent up to that commit, and the next mount (on any node) replays the journal
-and needs no repair. Data written but never fsync'ed may be lost, as in a power cut. (The
-default flag would also write back all dirty data: unbounded time. NOLOGFLUSH would skip the
-commit: still safe for fsync'ed data, but more for the next mount to replay.) From then on
-every write, fsync and (xfs) read on it fails with EIO.
+``_IOR('X', 125, __u32)``). Its DEFAULT flag freezes the filesystem (writes back its dirty data,
+commits the journal, holds new writers), shuts it down, and thaws it: the held writers then fail
+with EIO, everything written before is on the image, and the next mount (on any node) finds a
+consistent filesystem whose journal or log it replays by itself.
+
+Why not LOGFLUSH (commit the journal, then shut down, without writing back dirty data), which is
+faster: measured here (kernel 6.18, tests/block/test_fence.py), an fsync racing the shutdown
+sometimes returned success although the line it had made "durable" was missing after the
+takeover (4 of 24 test runs); with DEFAULT, none in 39. The price is time: the freeze writes back
+what the host still holds dirty for this filesystem: about 50 ms for a writer that fsyncs,
+0.1-2 s with 140 MiB-1 GiB of dirty pages; ``vm.dirty_bytes`` bounds it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ def _ior(group: str, nr: int, size: int) -> int:
 
 #: EXT4_IOC_SHUTDOWN (linux/ext4.h) and XFS_IOC_GOINGDOWN (xfs_fs.h): the same number.
 IOC_SHUTDOWN: Final = _ior("X", 125, 4)
-#: EXT4_GOING_FLAGS_LOGFLUSH = XFS_FSOP_GOING_FLAGS_LOGFLUSH: commit the journal, then stop.
+#: EXT4_GOING_FLAGS_LOGFLUSH = XFS_FSOP_GOING_FLAGS_LOGFLUSH: commit the journal, then stop
+#: (not used: see above).
 GOING_FLAGS_LOGFLUSH: Final = 1
 #: EXT4_GOING_FLAGS_DEFAULT = XFS_FSOP_GOING_FLAGS_DEFAULT: freeze (write back everything,
 #: commit the journal, hold writers), shut down, thaw: the held writers then fail.
@@ -48,7 +53,7 @@ _UMOUNT_TIMEOUT: Final = 10.0
 
 
 def shutdown(mountpoint_fd: int) -> bool:
-    """Shut the filesystem down (LOGFLUSH); whether it is down (False: not supported)."""
+    """Freeze, shut down and thaw the filesystem; whether it is down (False: not supported)."""
     try:
         fcntl.ioctl(mountpoint_fd, IOC_SHUTDOWN, struct.pack("I", GOING_FLAGS_DEFAULT))
     except OSError as exc:
@@ -61,8 +66,8 @@ def shutdown(mountpoint_fd: int) -> bool:
 
 def fence(attacher: Attacher, volume: Volume, why: str) -> bool:
     """Stop every write to ``volume`` on this host, then release what nothing holds; remember
-    it as fenced (Mount refuses it until the plugin restarts). Idempotent, and quick: one
-    journal commit, an ioctl and an unmount, nothing that waits for the data to be written."""
+    it as fenced (Mount refuses it until the plugin restarts). Idempotent. It takes the time
+    the freeze needs to write back the filesystem's dirty data, and one unmount."""
     layout, state = attacher.layout, attacher.state
     key = layout.key(volume)
     with state.lock:
