@@ -659,6 +659,9 @@ class EtcdRegistry(Registry):
                 self._acquired.discard(name)
         if done:
             self._fence_unannounced = True
+            # The next renewal reconciles: the holds of fenced volumes go, even when etcd answers
+            # again before the lease thread ever saw an error.
+            self._dirty.set()
             log.error(
                 "node %r fenced single-node volume(s) %s: %s",
                 self.node,
