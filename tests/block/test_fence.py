@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from dockvol import DriverError, HostContext, Volume
-from dockvol.drivers.block import BlockDriver, fscrypt, loop
+from dockvol.drivers.block import BlockDriver, fscrypt, loop, mounttable
 from dockvol.drivers.block.fence import GOING_FLAGS_DEFAULT, IOC_SHUTDOWN
 
-from .conftest import MakeVolume, wait_for
+from .conftest import Holder, MakeVolume, wait_for
 from .test_encryption import Make, encrypted, header, make, secrets_dir  # noqa: F401 (fixtures)
 
 # A writer as an application would be: append a line, fsync it, say so; stop at the first error.
@@ -182,3 +182,31 @@ def test_fence_of_a_volume_not_mounted_here_is_a_no_op(root: Path, make_volume: 
     assert a.fence(vol, a.mountpoint(vol)) is True
     assert loop.backing(a.image_path(vol)) == []
     a.remove(vol)
+
+
+def test_a_fenced_volume_a_container_still_holds_is_freed_when_it_goes(
+    root: Path, make_volume: MakeVolume, namespace_holder: Holder
+) -> None:
+    """A container's copy of the mount keeps the shut-down filesystem alive: our mount goes at
+    once, the loop device is freed by the kernel (autoclear) when the container does."""
+    a = node(root, "a")
+    vol = make_volume("held", size="32M")
+    a.create(vol)
+    mp = a.mount(vol)
+    (mp / "kept").write_text("before the fence")
+    container = namespace_holder()
+    in_container = ["nsenter", "-t", str(container.pid), "-m", "--"]
+    assert a.fence(vol, mp) is True
+    assert mounttable.mounted_at(mp) is None
+    write = subprocess.run([*in_container, "touch", str(mp / "after")], capture_output=True)
+    assert write.returncode != 0 and b"Input/output error" in write.stderr, write
+    assert loop.backing(a.image_path(vol)), "still held by the container's copy"
+    container.kill()
+    container.wait()
+    wait_for("the loop device to be freed", lambda: not loop.backing(a.image_path(vol)))
+    b = node(root, "b")
+    try:
+        assert (b.mount(vol) / "kept").read_text() == "before the fence"
+    finally:
+        b.unmount(vol)
+    b.remove(vol)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dockvol.host import DEFAULT_TIMEOUT
 from dockvol.host import run as run_tool
 
 
@@ -13,9 +12,12 @@ def run(
     *,
     what: str,
     hint: str,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float | None = None,
     ok: tuple[int, ...] = (0,),
 ) -> str:
     """Run ``args``; return its stdout, or raise :class:`DriverError` saying what failed and what
-    to do (``what``: the action, for example "attaching /x.img"; ``hint``: the advice)."""
+    to do (``what``: the action, for example "attaching /x.img"; ``hint``: the advice).
+    ``timeout``: seconds, by default :func:`dockvol.host.run`'s."""
+    if timeout is None:
+        return run_tool(*args, what=what, hint=hint, ok=ok)
     return run_tool(*args, what=what, hint=hint, timeout=timeout, ok=ok)
