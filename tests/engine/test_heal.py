@@ -155,3 +155,33 @@ def test_a_new_mount_id_between_passes_is_not_released() -> None:
     assert asyncio.run(h.check()) == []
     assert asyncio.run(h.check()) == ["v"]  # both seen twice unchanged now, no container
     assert svc.released == [("v", ["m1", "m2"])]
+
+
+def _reply(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "driver": "LocalDriver",
+        "scope": "local",
+        "volumes": [{"name": "db", "mounts": 1, "mountpoint": "/m/db"}, {"name": "idle"}],
+        "active_mounts": 1,
+        "health": {"ready": True, "recovered_mounts": 1, "problems": []},
+    }
+    return {**base, **kw}
+
+
+def test_status_lists_suspects_and_the_exact_release_command() -> None:
+    from dockvol._cli.status import render
+
+    out = render(_reply(), Path("/run/docker/plugins/dockvol.sock"))
+    assert "dockvol volume release --socket /run/docker/plugins/dockvol.sock db --all" in out
+    assert "idle --all" not in out  # no mount record, nothing to release
+    healing = render(_reply(healing=True), Path("/s.sock"))
+    assert "volume release" not in healing, "a plugin with --docker-host heals them itself"
+    fresh = _reply(health={"ready": True, "recovered_mounts": 0, "problems": []})
+    assert "volume release" not in render(fresh, Path("/s.sock")), "no record kept: none stale"
+
+
+def test_status_names_fenced_volumes_and_what_to_do() -> None:
+    from dockvol._cli.status import render
+
+    out = render(_reply(fenced={"db": "etcd lease not renewed"}), Path("/s.sock"))
+    assert "FENCED:   db: etcd lease not renewed" in out and "restart the plugin" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,12 @@ def render(reply: dict[str, Any], sock: Path) -> str:
     ]
     for p in problems:
         lines.append(f"  problem:  {_safe(p)}")
+    for name, why in sorted((reply.get("fenced") or {}).items()):
+        lines.append(
+            f"  FENCED:   {_safe(name)}: {_safe(why)}; its containers here get write errors: "
+            "stop them, restart the plugin, then start them again"
+        )
+    lines += _suspects(reply, volumes, sock)
     if volumes:
         width = min(40, max(4, *(len(_safe(v.get("name", ""))) for v in volumes)))
         lines.append("")
@@ -89,3 +96,25 @@ def render(reply: dict[str, Any], sock: Path) -> str:
             mp = _safe(v.get("mountpoint") or "-")
             lines.append(f"{name:<{width}}  {v.get('mounts', 0):>6}  {mp}")
     return "\n".join(lines)
+
+
+def _suspects(reply: dict[str, Any], volumes: list[dict[str, Any]], sock: Path) -> list[str]:
+    """Mount records the engine may have given up on (it does when the plugin was down through
+    its ~15 s of Unmount retries, so only records kept across a restart can be stale). A plugin
+    with --docker-host releases those itself; without it, a person checks and releases them."""
+    if reply.get("healing") or not (reply.get("health") or {}).get("recovered_mounts"):
+        return []
+    held = sorted(str(v.get("name", "")) for v in volumes if v.get("mounts"))
+    if not held:
+        return []
+    out = [
+        "",
+        "mount records kept across a restart: if 'docker ps -a --filter volume=NAME' shows no "
+        "container of NAME outside 'exited', the engine gave up on its Unmount; release it with:",
+    ]
+    for name in held:
+        out.append(f"  dockvol volume release --socket {sock} {shlex.quote(_safe(name))} --all")
+    out.append(
+        "(or run the plugin with --docker-host unix:///var/run/docker.sock to do this itself)"
+    )
+    return out
