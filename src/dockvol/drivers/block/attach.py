@@ -151,6 +151,36 @@ class Attacher:
         # False: already gone (auto-cleared, or detached by someone else): nothing to release.
         loop.detach(device, self.layout.image(volume))
 
+    def refuse_if_attached(self, volume: Volume) -> None:
+        """Before deleting a volume: it must be detached everywhere on this host, and nothing
+        mounted on its mountpoint (never delete through a live mount)."""
+        image, mp = self.layout.image(volume), self.layout.mountpoint(volume)
+        loops = loop.backing(image)
+        att = self.state.attachment(self.layout.key(volume))
+        if att is None and loops and mounttable.mounted_at(mp) is None:
+            # Not ours to use any more, but a copy of its mount lives in another namespace.
+            pids = sorted({p for lp in loops for p in mounttable.other_namespaces_using(lp.devnum)})
+            raise DriverError(
+                f"volume {volume.name!r} is unmounted, but its loop device "
+                f"{', '.join(lp.device for lp in loops)} is still held by processes {pids} "
+                f"(another mount namespace, made while it was mounted, kept a copy); the kernel "
+                f"frees it when they exit: try again then"
+            )
+        devices = [lp.device for lp in loops]
+        if att is not None and not devices:
+            devices = [att.device]
+        if devices:
+            raise DriverError(
+                f"volume {volume.name!r} is still attached ({', '.join(devices)}): stop the "
+                f"containers using it (docker ps -a --filter volume={volume.name}) and try again"
+            )
+        entry = mounttable.mounted_at(mp)
+        if entry is not None:
+            raise DriverError(
+                f"volume {volume.name!r}: {mp} is still mounted ({entry.source}); refusing to "
+                f"delete through a live mount: unmount it (umount {mp}) and try again"
+            )
+
     def detach_quietly(self, volume: Volume, device: str) -> None:
         try:
             loop.detach(device, self.layout.image(volume))

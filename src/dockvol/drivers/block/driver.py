@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Final
 
 from dockvol import Driver, DriverError, HostContext, Option, Volume
 
-from . import images, loop, mounttable
+from . import images, loop
 from .attach import Attacher, apply_ownership
 from .fence import fence as fence_volume
 from .filesystems import parse_mkfs_options, parse_mount_options
@@ -165,33 +165,8 @@ class BlockDriver(Driver):
 
     def remove(self, volume: Volume) -> None:
         self._recovery.settle_once()
-        image, mp = self.image_path(volume), self.mountpoint(volume)
-        loops = loop.backing(image)
-        att = self._state.attachment(self.layout.key(volume))
-        if att is None and loops and mounttable.mounted_at(mp) is None:
-            # Not ours to use any more, but a copy of its mount lives in another namespace.
-            pids = sorted({p for lp in loops for p in mounttable.other_namespaces_using(lp.devnum)})
-            raise DriverError(
-                f"volume {volume.name!r} is unmounted, but its loop device "
-                f"{', '.join(lp.device for lp in loops)} is still held by processes {pids} "
-                f"(another mount namespace, made while it was mounted, kept a copy); the kernel "
-                f"frees it when they exit: try again then"
-            )
-        devices = [lp.device for lp in loops]
-        if att is not None and not devices:
-            devices = [att.device]
-        if devices:
-            raise DriverError(
-                f"volume {volume.name!r} is still attached ({', '.join(devices)}): stop the "
-                f"containers using it (docker ps -a --filter volume={volume.name}) and try again"
-            )
-        entry = mounttable.mounted_at(mp)
-        if entry is not None:
-            raise DriverError(
-                f"volume {volume.name!r}: {mp} is still mounted ({entry.source}); refusing to "
-                f"delete through a live mount: unmount it (umount {mp}) and try again"
-            )
-        images.remove(self.layout, volume, image)
+        self._attacher.refuse_if_attached(volume)
+        images.remove(self.layout, volume, self.image_path(volume))
 
     def mount(self, volume: Volume) -> Path:
         self._recovery.settle_once()
