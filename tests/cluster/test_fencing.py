@@ -36,6 +36,7 @@ class FenceLog:
     holder_key: Callable[[str], bytes]
     direct: EtcdClient
     calls: list[tuple[float, list[str], str, bool]] = field(default_factory=list)
+    can_fence: bool = True  # False: a driver that cannot fence (a plain directory)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(self, names: Sequence[str], reason: str) -> Mapping[str, bool]:
@@ -44,7 +45,7 @@ class FenceLog:
         still_held = all(self.direct.get(self.holder_key(n)) is not None for n in names)
         with self.lock:
             self.calls.append((at, list(names), reason, still_held))
-        return dict.fromkeys(names, True)
+        return dict.fromkeys(names, self.can_fence)
 
     def fenced_names(self) -> list[str]:
         with self.lock:
@@ -173,3 +174,28 @@ def test_no_fence_while_the_lease_is_renewed(
         assert a.session.valid_lease() is not None
         time.sleep(0.2)  # sampling a state over a period, not synchronising
     assert fences.calls == []
+
+
+def test_a_volume_the_driver_cannot_fence_keeps_its_hold_and_is_offered_once(
+    etcd: EtcdCluster, open_node: Open, proxies: list[CutProxy]
+) -> None:
+    a = open_node("a", [p.endpoint for p in proxies])
+    b = open_node("b")
+    fences = _wire(a, etcd)
+    fences.can_fence = False
+    a.create(vol("dir", "single-node"))
+    a.acquire("dir")
+    a.set_mount("dir", MountRecord("id1", 1, "/mnt/dir"))
+    for p in proxies:
+        p.cut()
+    wait_for(lambda: fences.calls, timeout=TTL + 2, what="the fence offered")
+    for p in proxies:
+        p.heal()
+    wait_for(a.session.connected, timeout=10, what="a reconnecting")
+    # Its writers go on: a keeps (or takes back) the hold, so b is still refused.
+    wait_for(
+        lambda: (b.status("dir").get("holder") or {}).get("node") == "a", what="a holding again"
+    )
+    with pytest.raises(DriverError, match="in use on node 'a'"):
+        b.acquire("dir")
+    assert a.fenced() == {} and len(fences.calls) == 1

@@ -150,6 +150,9 @@ class EtcdRegistry(Registry):
         #: Set by serve: fences volumes whose hold this node can no longer prove.
         self.on_hold_lost: FenceFn | None = None
         self._fenced: dict[str, str] = {}  # name -> why; never held again by this process
+        # The driver cannot fence these (a plain directory): offered once, and still held (dropping
+        # the hold of a volume whose writers go on would only invite a second writer sooner).
+        self._unfenceable: set[str] = set()
         self._fence_unannounced = False  # say "restart the containers" once etcd answers
         self._publish_locks = [threading.Lock() for _ in range(32)]
         self._dirty = threading.Event()  # this node's published state needs a reconcile
@@ -611,6 +614,7 @@ class EtcdRegistry(Registry):
                 # the fence should have come first; fence now if it did not.
                 log.error("single-node volume %r is held by another node: %s", name, exc)
                 lost.append(name)
+        lost = [n for n in lost if n not in self._unfenceable]
         if lost:
             self._fence(lost, "another node took the volume while this node could not reach etcd")
         holders_root = self.layout.kind(HOLDERS)
@@ -632,10 +636,10 @@ class EtcdRegistry(Registry):
         }
         with self._lock:
             names |= self._acquired
-            return sorted(names - self._fenced.keys())
+            return sorted(names - self._fenced.keys() - self._unfenceable)
 
     def fenced(self) -> dict[str, str]:
-        """Volumes this process fenced: name -> why."""
+        """Volumes this process fenced (their writers get errors): name -> why."""
         with self._lock:
             return dict(self._fenced)
 
@@ -655,8 +659,11 @@ class EtcdRegistry(Registry):
         done = fence(names, reason)
         with self._lock:
             for name, ok in done.items():
-                self._fenced[name] = reason if ok else f"{reason} (the driver cannot fence it)"
-                self._acquired.discard(name)
+                if ok:
+                    self._fenced[name] = reason
+                    self._acquired.discard(name)
+                else:
+                    self._unfenceable.add(name)
         if done:
             self._fence_unannounced = True
             # The next renewal reconciles: the holds of fenced volumes go, even when etcd answers
