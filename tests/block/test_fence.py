@@ -210,3 +210,27 @@ def test_a_fenced_volume_a_container_still_holds_is_freed_when_it_goes(
     finally:
         b.unmount(vol)
     b.remove(vol)
+
+
+def test_a_mount_racing_a_fence_is_fenced_too(
+    root: Path, make_volume: MakeVolume, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fence may run on any thread: a Mount that was attaching meanwhile must not leave a live,
+    writable mount behind."""
+    a = node(root, "a")
+    vol = make_volume("racing", size="32M")
+    a.create(vol)
+    attach = a._attacher.attach_and_mount
+
+    def attach_then_fenced(volume: Volume, **kw: bool) -> object:
+        att = attach(volume, **kw)
+        with a._state.lock:  # the fence arrives now, on another thread: it sees no attachment yet
+            a._state.fenced[volume.key] = "fenced while attaching"
+        return att
+
+    monkeypatch.setattr(a._attacher, "attach_and_mount", attach_then_fenced)
+    with pytest.raises(DriverError, match="was fenced on this node"):
+        a.mount(vol)
+    assert mounttable.mounted_at(a.mountpoint(vol)) is None
+    wait_for("the loop device to be freed", lambda: not loop.backing(a.image_path(vol)))
+    a.remove(vol)

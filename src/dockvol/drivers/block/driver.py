@@ -172,6 +172,11 @@ class BlockDriver(Driver):
         self._recovery.settle_once()
         self._refuse_if_fenced(volume)
         self._attacher.attach_and_mount(volume)
+        if self._state.fenced_reason(volume.key) is not None:
+            # Fenced while this Mount was attaching (fence may run on any thread): fence what
+            # this Mount made, too.
+            self.fence(volume, self.mountpoint(volume))
+            self._refuse_if_fenced(volume)
         served = self.served(volume)
         apply_ownership(volume, served)
         return served
