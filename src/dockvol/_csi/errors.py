@@ -73,7 +73,9 @@ def rpc(fn: Handler[R]) -> Handler[R]:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: Any) -> R:
         try:
-            return await fn(self, request, context)
+            reply = await fn(self, request, context)
+            log.debug("CSI %s ok", fn.__name__)
+            return reply
         except CsiError as exc:
             code, message = exc.code, exc.message
         except DockvolError as exc:
