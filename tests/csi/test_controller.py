@@ -126,6 +126,19 @@ def test_list_pages_through_every_volume(csi_plugin: CsiProcess) -> None:
     assert code == grpc.StatusCode.ABORTED
 
 
+def test_list_survives_deleting_the_last_volume_of_a_page(csi_plugin: CsiProcess) -> None:
+    for i in range(4):
+        create(csi_plugin, f"v{i}")
+    c = csi_plugin.controller
+    first = c.ListVolumes(pb.ListVolumesRequest(max_entries=2))
+    assert [e.volume.volume_id for e in first.entries] == ["v0", "v1"]
+    c.DeleteVolume(pb.DeleteVolumeRequest(volume_id="v1"))
+    create(csi_plugin, "v0a")  # sorts before the token: already "seen", not repeated
+    rest = c.ListVolumes(pb.ListVolumesRequest(starting_token=first.next_token))
+    assert [e.volume.volume_id for e in rest.entries] == ["v2", "v3"]
+    assert rest.next_token == ""
+
+
 def test_capacity_without_a_size_option_is_accepted_and_unknown(csi_plugin: CsiProcess) -> None:
     req = pb.CreateVolumeRequest(
         name="v1",

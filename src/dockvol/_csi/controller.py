@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,8 @@ from .errors import CsiError, invalid, require, rpc
 from .plugin import CsiPlugin
 
 RPC = pb.ControllerServiceCapability.RPC
+#: ListVolumes tokens: this prefix and the name of the last volume of the previous page.
+TOKEN_PREFIX = "after:"
 
 
 class Controller(pb_grpc.ControllerServicer):
@@ -114,20 +117,23 @@ class Controller(pb_grpc.ControllerServicer):
         names = sorted(v.name for v in self.p.service.list_volumes())
         start = 0
         if request.starting_token:
+            # The token names the last volume already listed: volumes created or deleted
+            # between two pages neither shift nor repeat the rest.
             token = request.starting_token
-            if not token.isdigit() or int(token) > len(names):
+            if not token.startswith(TOKEN_PREFIX):
                 raise CsiError(grpc.StatusCode.ABORTED, f"starting_token {token!r} is not valid")
-            start = int(token)
-        end = (
-            len(names) if not request.max_entries else min(len(names), start + request.max_entries)
-        )
+            start = bisect.bisect_right(names, token.removeprefix(TOKEN_PREFIX))
+        end = len(names)
+        if request.max_entries:
+            end = min(end, start + request.max_entries)
         entries = []
         for name in names[start:end]:
             info = self.p.service.get(name)
             if info is not None:
                 entries.append(pb.ListVolumesResponse.Entry(volume=self.p.volume(info)))
+        more = end < len(names)
         return pb.ListVolumesResponse(
-            entries=entries, next_token=str(end) if end < len(names) else ""
+            entries=entries, next_token=TOKEN_PREFIX + names[end - 1] if more else ""
         )
 
     @rpc
