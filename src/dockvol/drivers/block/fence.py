@@ -12,9 +12,9 @@ faster (5 ms): measured here (kernel 6.18), an fsync in flight when the shutdown
 returned success 2-12 ms later, while the ioctl ran, yet its data was missing after the takeover:
 6 of 20 runs of a standalone reproduction, 4 of 24 runs of tests/block/test_fence.py. An
 application told "durable" must find its data on the next node. With DEFAULT: 0 of 20 and 0 of
-39. The price is time: the freeze writes back
-what the host still holds dirty for this filesystem: about 50 ms for a writer that fsyncs,
-0.1-2 s with 140 MiB-1 GiB of dirty pages; ``vm.dirty_bytes`` bounds it.
+39. The price is time: the freeze writes back what the host still holds dirty for this
+filesystem: about 40 ms for a writer that fsyncs, 0.1-2 s with 140 MiB-1 GiB of dirty pages;
+``vm.dirty_bytes`` bounds it.
 """
 
 from __future__ import annotations
