@@ -148,7 +148,7 @@ class EtcdCluster:
         req = urllib.request.Request(f"{m.client_url}/v3/kv/put", data=body, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=timeout, context=self._ssl()) as r:
-                return r.status == 200
+                return bool(r.status == 200)
         except OSError:
             return False
 

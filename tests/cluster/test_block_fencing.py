@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from tests.support.engine import BUSYBOX_IMAGE, Engine
 from tests.support.plugin import Plugin, call
 
 from .conftest import wait_for
-from .etcd import CutProxy, EtcdCluster
+from .etcd import CutProxy, EtcdCluster, free_port
 
 pytestmark = pytest.mark.engine
 
@@ -87,6 +88,14 @@ class Node:
     plugin: Plugin
     prefix: str
     proxies: list[CutProxy] = field(default_factory=list)
+    metrics: str = ""  # host:port of its /metrics
+
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        raise AssertionError(f"no metric {name}")
 
     def docker(self, *args: str) -> tuple[bool, str]:
         r = self.engine.docker(*args, check=False)
@@ -96,6 +105,7 @@ class Node:
 def _start(name: str, etcd: EtcdCluster, root: Path, prefix: str, cuttable: bool) -> Node:
     proxies = [CutProxy(e) for e in etcd.endpoints] if cuttable else []
     url = "etcd://" + ",".join(p.endpoint for p in proxies) if proxies else etcd.url
+    metrics = f"127.0.0.1:{free_port()}"
     engine = Engine.start()
     try:
         engine.ensure_busybox()
@@ -106,6 +116,7 @@ def _start(name: str, etcd: EtcdCluster, root: Path, prefix: str, cuttable: bool
             engine.plugins_dir / f"{DRIVER}.sock", root, engine.dir / "dvstate",
             "--driver", "block", "--registry", url + prefix, "--node", name,
             "--lease-ttl", str(TTL), "--secrets-dir", str(secrets), "--log-level", "debug",
+            "--metrics", metrics,
             name=DRIVER, wrap=engine.enter_args(),
         )  # fmt: skip
     except BaseException:
@@ -113,7 +124,7 @@ def _start(name: str, etcd: EtcdCluster, root: Path, prefix: str, cuttable: bool
         for p in proxies:
             p.close()
         raise
-    return Node(name, engine, plugin, prefix, proxies)
+    return Node(name, engine, plugin, prefix, proxies, metrics)
 
 
 @pytest.fixture(scope="module")
@@ -246,6 +257,7 @@ def test_a_cut_off_writer_is_fenced_before_the_volume_moves(
     code, body = call(a.plugin.sock, "VolumeDriver.Get", {"Name": vol})
     assert code == 200 and "fenced" in body["Volume"]["Status"], body
     assert f"fenced single-node volume(s) {vol}" in a.plugin.output()
+    assert a.metric("dockvol_fenced_volumes") >= 1
 
     # -- phase two: a's container goes (a is still cut off); its loop device is freed; b
     # attaches the image afresh, as a second host would, and reads what a had made durable.

@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from dockvol._engine.api import BadDockerHost, Container, DockerAPI, parse_docker_host
+from dockvol._engine.api import (
+    BadDockerHost,
+    Container,
+    DockerAPI,
+    EngineUnavailable,
+    parse_docker_host,
+)
 from dockvol._engine.heal import StaleMountHealer
 from tests.engine._util import run_detached, wait_until
 from tests.support.engine import Engine
@@ -185,3 +191,36 @@ def test_status_names_fenced_volumes_and_what_to_do() -> None:
 
     out = render(_reply(fenced={"db": "etcd lease not renewed"}), Path("/s.sock"))
     assert "FENCED:   db: etcd lease not renewed" in out and "restart the plugin" in out
+
+
+def test_after_the_engine_stopped_answering_the_healer_waits_for_it_again() -> None:
+    class Flaky(FakeAPI):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pings = 0
+            self.fail_next = True
+
+        def ping(self) -> bool:
+            self.pings += 1
+            return True
+
+        def containers(self) -> list[Container]:
+            if self.fail_next:
+                self.fail_next = False
+                raise EngineUnavailable("engine restarting")
+            return []
+
+    api = Flaky()
+    h = StaleMountHealer(FakeService({"v": {"m1": 1}}), api, every=0.01, quiet=0.01)
+
+    async def run_until_two_pings() -> None:
+        task = asyncio.create_task(h.run())
+        try:
+            deadline = asyncio.get_running_loop().time() + 5
+            while api.pings < 2 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)  # polling the fake's state
+        finally:
+            task.cancel()
+
+    asyncio.run(run_until_two_pings())
+    assert api.pings == 2 and not api.fail_next, "one ping at start, one after the outage"

@@ -25,8 +25,8 @@ Races, and why none releases a record a container needs:
 
 Never on the request path: the engine is asked from a worker thread, plugin requests never wait
 on it. Never while the engine is waiting on the plugin at its own start: the first pass waits
-until the engine's API answers, then ``quiet`` seconds more (the engine restores containers and
-their volumes before its API is busy with anything else).
+until the engine's API answers, then ``quiet`` seconds more, and so does the first pass after
+any pass the engine did not answer (it may have restarted and be restoring containers).
 """
 
 from __future__ import annotations
@@ -185,6 +185,10 @@ class StaleMountHealer:
             except EngineUnavailable as exc:
                 log.info("engine API unavailable (%s); stale mount check postponed", exc)
                 self._suspects.clear()  # confirmations need two fresh answers
+                # The engine may be restarting (and restoring containers, mounting their
+                # volumes): wait for its API and a quiet period again, as at our own start.
+                await self._wait_for_engine()
+                continue
             except Exception:
                 log.exception("stale mount check failed")
             await asyncio.sleep(self.confirm_after if self._suspects else self.every)
