@@ -16,6 +16,7 @@ import pytest
 
 from dockvol._csi import csi_pb2 as pb
 from dockvol._csi import csi_pb2_grpc as pb_grpc
+from tests.support.plugin import Plugin
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "node-a"
@@ -123,3 +124,24 @@ def csi_plugin(csi_dirs: Path) -> Iterator[CsiProcess]:
     p.start()
     yield p
     p.stop()
+
+
+@pytest.fixture
+def block_csi(csi_dirs: Path) -> Iterator[tuple[Plugin, grpc.Channel]]:
+    sock = csi_dirs / "csi.sock"
+    plugin = Plugin.start(
+        csi_dirs / "p.sock", csi_dirs / "root", csi_dirs / "state",
+        "--driver", "block", "--csi-endpoint", f"unix://{sock}", name="dvsecret",
+    )  # fmt: skip
+    channel = grpc.insecure_channel(f"unix://{sock}")
+    try:
+        yield plugin, channel
+    finally:
+        channel.close()
+        plugin.stop()
+        out = subprocess.run(["losetup", "-l", "-n", "-O", "NAME,BACK-FILE"],
+                             capture_output=True, text=True).stdout  # fmt: skip
+        for line in out.splitlines():
+            dev, _, back = line.strip().partition(" ")
+            if back.strip().startswith(str(csi_dirs)):
+                subprocess.run(["losetup", "-d", dev], check=False)

@@ -4,8 +4,6 @@ encrypted block volume whose passphrase comes only in the requests' ``secrets`` 
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -19,27 +17,6 @@ from tests.support.plugin import Plugin
 
 PASSPHRASE = "correct horse battery staple 7f3a"
 PARAMS = {"size": "64M", "encrypt": "true", "passphrase": "secret:pp"}
-
-
-@pytest.fixture
-def block_csi(csi_dirs: Path) -> Iterator[tuple[Plugin, grpc.Channel]]:
-    sock = csi_dirs / "csi.sock"
-    plugin = Plugin.start(
-        csi_dirs / "p.sock", csi_dirs / "root", csi_dirs / "state",
-        "--driver", "block", "--csi-endpoint", f"unix://{sock}", name="dvsecret",
-    )  # fmt: skip
-    channel = grpc.insecure_channel(f"unix://{sock}")
-    try:
-        yield plugin, channel
-    finally:
-        channel.close()
-        plugin.stop()
-        out = subprocess.run(["losetup", "-l", "-n", "-O", "NAME,BACK-FILE"],
-                             capture_output=True, text=True).stdout  # fmt: skip
-        for line in out.splitlines():
-            dev, _, back = line.strip().partition(" ")
-            if back.strip().startswith(str(csi_dirs)):
-                subprocess.run(["losetup", "-d", dev], check=False)
 
 
 def _files_containing(base: Path, needle: bytes) -> list[Path]:
