@@ -7,7 +7,6 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,9 @@ from dockvol._engine.api import (
     parse_docker_host,
 )
 from dockvol._engine.heal import StaleMountHealer
+from dockvol._registry.memory import MemoryRegistry
+from dockvol._service.service import VolumeService
+from dockvol.drivers.local import LocalDriver
 from tests.engine._util import run_detached, wait_until
 from tests.support.engine import Engine
 from tests.support.plugin import Plugin
@@ -90,33 +92,8 @@ def test_a_docker_host_that_is_not_a_unix_socket_is_refused_clearly() -> None:
     assert parse_docker_host("unix:///run/docker.sock") == "/run/docker.sock"
 
 
-# -- the race rules, with a fake engine and service (fast; the engine test above is the real one)
-@dataclass
-class _Info:
-    name: str
-    mounts: int
-    mount_ids: tuple[str, ...]
-
-
-@dataclass
-class FakeService:
-    records: dict[str, dict[str, int]] = field(default_factory=dict)
-    released: list[tuple[str, list[str]]] = field(default_factory=list)
-
-    def list_volumes(self) -> list[_Info]:
-        return [i for n in self.records if (i := self.get(n)) is not None]
-
-    def get(self, name: str) -> _Info | None:
-        ids = self.records.get(name)
-        return None if ids is None else _Info(name, sum(ids.values()), tuple(ids))
-
-    async def release(self, name: str, mount_ids: Any) -> list[str]:
-        self.released.append((name, list(mount_ids)))
-        for i in mount_ids:
-            self.records[name].pop(i)
-        return list(mount_ids)
-
-
+# -- the race rules: the real service (local driver), a fake engine listing (fast; the engine
+# test above is the real thing)
 class FakeAPI(DockerAPI):
     def __init__(self) -> None:
         super().__init__("/nonexistent")
@@ -126,41 +103,122 @@ class FakeAPI(DockerAPI):
         return list(self.listing)
 
 
-def _healer(svc: FakeService, api: FakeAPI) -> StaleMountHealer:
-    return StaleMountHealer(svc, api, every=1, confirm_after=0, quiet=0)
+def _setup(tmp_path: Path) -> tuple[VolumeService, FakeAPI, StaleMountHealer]:
+    driver = LocalDriver(tmp_path / "root")
+    driver.setup()
+    svc = VolumeService(driver, MemoryRegistry(), max_workers=2)
+    api = FakeAPI()
+    return svc, api, StaleMountHealer(svc, api, every=1, confirm_after=0, quiet=0)
 
 
-def test_a_record_is_released_only_when_seen_stale_twice_unchanged() -> None:
-    svc, api = FakeService({"v": {"m1": 1}}), FakeAPI()
+def _ids(svc: VolumeService, name: str) -> dict[str, int]:
+    rec = svc.registry.get(name)
+    assert rec is not None
+    return {i: m.count for i, m in rec.mounts.items()}
+
+
+def test_a_record_is_released_only_when_seen_stale_twice_unchanged(tmp_path: Path) -> None:
+    svc, api, h = _setup(tmp_path)
     api.listing = [Container("c", "c", "exited", ("v",))]
-    h = _healer(svc, api)
-    assert asyncio.run(h.check()) == [] and h.suspects() == ["v"]  # first sight: suspect only
-    svc.records["v"]["m1"] = 2  # a docker start sent the same mount ID again
-    assert asyncio.run(h.check()) == [], "a changed record voids the confirmation"
-    svc.records["v"]["m1"] = 1
-    assert asyncio.run(h.check()) == []
-    assert asyncio.run(h.check()) == ["v"]
-    assert svc.released == [("v", ["m1"])]
+
+    async def body() -> None:
+        await svc.create("v", {})
+        await svc.mount("v", "m1")
+        assert await h.check() == [] and h.suspects() == ["v"]  # first sight: suspect only
+        await svc.mount("v", "m1")  # a docker start sent the same mount ID again
+        assert await h.check() == [], "a changed record voids the confirmation"
+        await svc.unmount("v", "m1")
+        assert await h.check() == []
+        assert await h.check() == ["v"]
+        assert _ids(svc, "v") == {}
+
+    asyncio.run(body())
+    assert h.released == [("v", ("m1",))]
+
+
+def test_a_mount_between_the_last_pass_and_the_release_wins(tmp_path: Path) -> None:
+    svc, _api, _h = _setup(tmp_path)
+
+    async def body() -> None:
+        await svc.create("v", {})
+        await svc.mount("v", "m1")
+        # The passes saw count 1; the engine's Mount for the same ID lands just before the
+        # release takes the volume's lock: nothing is released.
+        assert await svc.release("v", ["m1"], expect={"m1": 2}) == []
+        assert _ids(svc, "v") == {"m1": 1}
+        assert await svc.release("v", ["m1"], expect={"m1": 1}) == ["m1"]
+
+    asyncio.run(body())
 
 
 @pytest.mark.parametrize("state", ["created", "running", "paused", "restarting", "removing"])
-def test_a_container_in_any_state_but_exited_or_dead_keeps_the_record(state: str) -> None:
-    svc, api = FakeService({"v": {"m1": 1}}), FakeAPI()
+def test_a_container_in_any_state_but_exited_or_dead_keeps_the_record(
+    tmp_path: Path, state: str
+) -> None:
+    svc, api, h = _setup(tmp_path)
     api.listing = [Container("a", "a", "exited", ("v",)), Container("b", "b", state, ("v",))]
-    h = _healer(svc, api)
-    for _ in range(3):
-        assert asyncio.run(h.check()) == []
-    assert svc.released == [] and h.suspects() == []
+
+    async def body() -> None:
+        await svc.create("v", {})
+        await svc.mount("v", "m1")
+        for _ in range(3):
+            assert await h.check() == []
+
+    asyncio.run(body())
+    assert _ids(svc, "v") == {"m1": 1} and h.suspects() == []
 
 
-def test_a_new_mount_id_between_passes_is_not_released() -> None:
-    svc, api = FakeService({"v": {"m1": 1}}), FakeAPI()
-    h = _healer(svc, api)
-    asyncio.run(h.check())
-    svc.records["v"]["m2"] = 1  # a new container's mount, arrived between the passes
-    assert asyncio.run(h.check()) == []
-    assert asyncio.run(h.check()) == ["v"]  # both seen twice unchanged now, no container
-    assert svc.released == [("v", ["m1", "m2"])]
+def test_a_new_mount_id_between_passes_is_not_released_early(tmp_path: Path) -> None:
+    svc, _api, h = _setup(tmp_path)
+
+    async def body() -> None:
+        await svc.create("v", {})
+        await svc.mount("v", "m1")
+        await h.check()
+        await svc.mount("v", "m2")  # a new container's mount, between the passes
+        assert await h.check() == []
+        assert await h.check() == ["v"]  # both seen twice unchanged now, no container
+
+    asyncio.run(body())
+    assert h.released == [("v", ("m1", "m2"))]
+
+
+def test_after_the_engine_stopped_answering_the_healer_waits_for_it_again(
+    tmp_path: Path,
+) -> None:
+    class Flaky(FakeAPI):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pings = 0
+            self.fail_next = True
+
+        def ping(self) -> bool:
+            self.pings += 1
+            return True
+
+        def containers(self) -> list[Container]:
+            if self.fail_next:
+                self.fail_next = False
+                raise EngineUnavailable("engine restarting")
+            return []
+
+    svc, _, _ = _setup(tmp_path)
+    api = Flaky()
+    h = StaleMountHealer(svc, api, every=0.01, quiet=0.01)
+
+    async def body() -> None:
+        await svc.create("v", {})
+        await svc.mount("v", "m1")  # something to check
+        task = asyncio.create_task(h.run())
+        try:
+            deadline = asyncio.get_running_loop().time() + 5
+            while api.pings < 2 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)  # polling the fake's state
+        finally:
+            task.cancel()
+
+    asyncio.run(body())
+    assert api.pings == 2 and not api.fail_next, "one ping at start, one after the outage"
 
 
 def _reply(**kw: Any) -> dict[str, Any]:
@@ -191,36 +249,3 @@ def test_status_names_fenced_volumes_and_what_to_do() -> None:
 
     out = render(_reply(fenced={"db": "etcd lease not renewed"}), Path("/s.sock"))
     assert "FENCED:   db: etcd lease not renewed" in out and "restart the plugin" in out
-
-
-def test_after_the_engine_stopped_answering_the_healer_waits_for_it_again() -> None:
-    class Flaky(FakeAPI):
-        def __init__(self) -> None:
-            super().__init__()
-            self.pings = 0
-            self.fail_next = True
-
-        def ping(self) -> bool:
-            self.pings += 1
-            return True
-
-        def containers(self) -> list[Container]:
-            if self.fail_next:
-                self.fail_next = False
-                raise EngineUnavailable("engine restarting")
-            return []
-
-    api = Flaky()
-    h = StaleMountHealer(FakeService({"v": {"m1": 1}}), api, every=0.01, quiet=0.01)
-
-    async def run_until_two_pings() -> None:
-        task = asyncio.create_task(h.run())
-        try:
-            deadline = asyncio.get_running_loop().time() + 5
-            while api.pings < 2 and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.01)  # polling the fake's state
-        finally:
-            task.cancel()
-
-    asyncio.run(run_until_two_pings())
-    assert api.pings == 2 and not api.fail_next, "one ping at start, one after the outage"

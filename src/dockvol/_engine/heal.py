@@ -18,10 +18,10 @@ Races, and why none releases a record a container needs:
   container outside ``exited``/``dead`` using it, *and* its mount IDs and counts did not change
   between them; only the IDs seen both times are released. A ``docker start`` of a stopped
   container sends the same mount ID again and raises its count, which voids the confirmation.
-* Just before releasing, the record is compared once more on the event loop, in the same step
-  that calls :meth:`VolumeService.release`, so no Mount handled by this process can slip in
-  between (the volume's lock is free then; if it is held, a Mount or Unmount is running and the
-  volume is skipped until the next pass).
+* The release itself compares the records with what the passes saw under the volume's lock
+  (``release(..., expect=...)``): a Mount that slipped in after the last pass (for example the
+  ``docker start`` of that very container, which is still ``exited`` while its Mount runs, as
+  measured on both engines) wins, and nothing is released.
 
 Never on the request path: the engine is asked from a worker thread, plugin requests never wait
 on it. Never while the engine is waiting on the plugin at its own start: the first pass waits
@@ -35,10 +35,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from .._registry.base import Registry
 from .api import DockerAPI, EngineUnavailable
 
 log = logging.getLogger("dockvol.heal")
@@ -47,33 +48,25 @@ log = logging.getLogger("dockvol.heal")
 DONE = frozenset({"exited", "dead"})
 
 
-class _Info(Protocol):
-    name: str
-    mounts: int
-    mount_ids: tuple[str, ...]
-
-
 class HealedService(Protocol):
     """What the healer needs from :class:`dockvol._service.service.VolumeService`."""
 
-    def list_volumes(self) -> Any: ...
+    @property
+    def registry(self) -> Registry: ...
 
-    def get(self, name: str) -> _Info | None: ...
+    async def release(
+        self, name: str, mount_ids: Sequence[str] | None, *, expect: Mapping[str, int] | None
+    ) -> Sequence[str]: ...
 
-    async def release(self, name: str, mount_ids: Any) -> Any: ...
 
-
-Fingerprint = tuple[tuple[str, ...], int]
+#: Mount ID -> count of one volume's records.
+Fingerprint = dict[str, int]
 
 
 @dataclass
 class _Suspect:
     fingerprint: Fingerprint
     since: float  # monotonic: first pass that saw it stale
-
-
-def _fingerprint(info: _Info) -> Fingerprint:
-    return (tuple(sorted(info.mount_ids)), info.mounts)
 
 
 class StaleMountHealer:
@@ -97,13 +90,12 @@ class StaleMountHealer:
 
     # -- one pass ---------------------------------------------------------------------------------
     def _recorded(self) -> dict[str, Fingerprint]:
-        """Volumes with mount records, read on the event loop (no I/O)."""
-        out = {}
-        for v in self.service.list_volumes():
-            info = self.service.get(v.name)
-            if info is not None and info.mount_ids:
-                out[info.name] = _fingerprint(info)
-        return out
+        """Volumes with mount records, from the registry's in-memory view (no I/O)."""
+        return {
+            rec.name: {i: m.count for i, m in rec.mounts.items()}
+            for rec in self.service.registry.all()
+            if rec.mounts
+        }
 
     def _users(self) -> dict[str, set[str]]:
         """Volume name -> states of the containers mounting it (blocking: a worker thread)."""
@@ -141,17 +133,16 @@ class StaleMountHealer:
         return released
 
     async def _release(self, name: str, fp: Fingerprint) -> bool:
-        info = self.service.get(name)
-        if info is None or _fingerprint(info) != fp:
-            return False  # changed since the second look: start over next pass
-        ids = fp[0]
-        # No await between the comparison above and release() taking the volume's lock.
+        ids = sorted(fp)
         try:
-            await self.service.release(name, list(ids))
+            # Checked under the volume's lock: a Mount or Unmount since our look wins.
+            done = await self.service.release(name, ids, expect=fp)
         except Exception as exc:  # a volume error must not stop the healer
             log.warning("could not release stale mount records of volume %r: %s", name, exc)
             return False
-        self.released.append((name, ids))
+        if not done:
+            return False  # changed meanwhile: start over next pass
+        self.released.append((name, tuple(ids)))
         log.warning(
             "released %d stale mount record(s) of volume %r (%s): no container on the engine "
             "uses it (the engine gave up on its Unmount while the plugin was down)",

@@ -415,16 +415,25 @@ class VolumeService:
             finally:
                 self.registry.release(name)
 
-    async def release(self, name: str, mount_ids: Sequence[str] | None) -> Sequence[str]:
+    async def release(
+        self,
+        name: str,
+        mount_ids: Sequence[str] | None,
+        *,
+        expect: Mapping[str, int] | None = None,
+    ) -> Sequence[str]:
         """Forget mount records the engine will never end (``dockvol volume release``).
 
         The engine gives up on an Unmount after ~15 s of retries; if the plugin was down that
         long, the record stays and Remove is refused for ever. An operator who has checked that
         no container uses the volume releases it here: the named IDs (or all) are dropped and,
-        when none is left, the driver's unmount runs as after a last Unmount.
+        when none is left, the driver's unmount runs as after a last Unmount. ``expect`` (mount
+        ID -> count, as the caller saw them): release nothing, return ``[]``, if they changed.
         """
         async with self._locks.hold(name):
             rec = self._existing(name)
+            if expect is not None and {i: m.count for i, m in rec.mounts.items()} != expect:
+                return []  # a Mount or Unmount came first (the stale-mount healer's check)
             ids = sorted(rec.mounts) if mount_ids is None else mount_ids
             unknown = [i for i in ids if i not in rec.mounts]
             if unknown:
