@@ -53,7 +53,9 @@ def main() -> None:
             real_bind(source, target, readonly=readonly)
 
         mounts.bind = gated_bind  # type: ignore[assignment]
-    driver = GatedLocal(Path(root), HostContext(plugin="dockvol-test", node=node))
+    driver = GatedLocal(
+        Path(root), HostContext(plugin="dockvol-test", node=node, local_dir=Path(state))
+    )
     driver.setup()
     service = VolumeService(driver, SqliteRegistry(Path(state)))
     service.reconcile()

@@ -163,3 +163,24 @@ def test_capabilities(csi_plugin: CsiProcess) -> None:
     )
     code, _ = code_of(lambda: csi_plugin.controller.ControllerExpandVolume(req))
     assert code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_sizeless_volume_remembers_its_capacity_range(csi_plugin: CsiProcess) -> None:
+    def req(required: int) -> pb.CreateVolumeRequest:
+        return pb.CreateVolumeRequest(
+            name="v1",
+            volume_capabilities=[cap()],
+            capacity_range=pb.CapacityRange(required_bytes=required),
+        )
+
+    c = csi_plugin.controller
+    c.CreateVolume(req(1 << 20))
+    c.CreateVolume(req(1 << 20))
+    code, _ = code_of(lambda: c.CreateVolume(req(2 << 20)))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    csi_plugin.kill()  # the record is durable: a restarted plugin still refuses
+    csi_plugin.start()
+    code, _ = code_of(lambda: csi_plugin.controller.CreateVolume(req(2 << 20)))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    csi_plugin.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id="v1"))
+    csi_plugin.controller.CreateVolume(req(2 << 20))  # deleted: the name is free again

@@ -45,10 +45,24 @@ class Controller(pb_grpc.ControllerServicer):
         fs_type = self.p.access.fs_type(caps)
         if fs_type and "fs" in self.p.service.schema:
             opts.setdefault("fs", fs_type)
+        rng = request.capacity_range
         if request.HasField("capacity_range"):
-            self._size_from_capacity(opts, request.capacity_range)
+            self._size_from_capacity(opts, rng)
+        sizeless = not self.p.has_size
+        if sizeless and self.p.service.get(name) is not None:
+            asked = self.p.capacities.get(name)
+            if asked is not None and asked != (rng.required_bytes, rng.limit_bytes):
+                raise CsiError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"volume {name!r} already exists with capacity range {list(asked)}; "
+                    "ask for the same range, or delete the volume first",
+                )
         with self.p.secrets.given(request.secrets):
             await self.p.service.create(name, opts)
+        if sizeless:
+            await asyncio.to_thread(
+                self.p.capacities.put, name, rng.required_bytes, rng.limit_bytes
+            )
         info = self.p.service.get(name)
         if info is None:  # removed between the two lines by a concurrent DeleteVolume
             raise CsiError(grpc.StatusCode.ABORTED, f"volume {name!r} was deleted meanwhile; retry")
@@ -86,6 +100,7 @@ class Controller(pb_grpc.ControllerServicer):
         name = require(request.volume_id, "volume_id")
         with self.p.secrets.given(request.secrets):
             await self.p.service.remove(name)  # unknown: success, as the spec asks
+        await asyncio.to_thread(self.p.capacities.forget, name)
         return pb.DeleteVolumeResponse()
 
     @rpc

@@ -9,6 +9,7 @@ from .._service.locks import KeyedLocks
 from .._service.service import VolumeInfo, VolumeService
 from . import csi_pb2 as pb
 from .access import Access
+from .capacity import CapacityRecords
 from .secrets import RequestSecrets
 
 
@@ -20,6 +21,8 @@ class CsiPlugin:
     node_id: str
     access: Access
     secrets: RequestSecrets
+    #: Capacity ranges asked of drivers without a size (their second CreateVolume checks it).
+    capacities: CapacityRecords
     #: Node calls for one volume one at a time: a stage and its publish must not interleave.
     node_locks: KeyedLocks = field(default_factory=KeyedLocks)
 

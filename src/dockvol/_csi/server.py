@@ -19,6 +19,7 @@ import grpc
 from .._service.service import VolumeService
 from . import csi_pb2_grpc as pb_grpc
 from .access import Access
+from .capacity import CapacityRecords
 from .controller import Controller
 from .endpoint import parse_endpoint
 from .identity import Identity
@@ -44,6 +45,7 @@ def make_plugin(service: VolumeService, node_id: str = "", name: str = "") -> Cs
         node_id=node,
         access=Access(driver, node),
         secrets=service.secrets,
+        capacities=CapacityRecords(driver.context.local_dir),
     )
 
 
