@@ -199,3 +199,21 @@ def test_a_volume_the_driver_cannot_fence_keeps_its_hold_and_is_offered_once(
     with pytest.raises(DriverError, match="in use on node 'a'"):
         b.acquire("dir")
     assert a.fenced() == {} and len(fences.calls) == 1
+
+
+def test_a_plugin_restarted_while_cut_off_fences_what_it_still_has_mounted(
+    etcd: EtcdCluster, open_node: Open, proxies: list[CutProxy]
+) -> None:
+    a = open_node("a", [p.endpoint for p in proxies])
+    a.create(vol("survivor", "single-node"))
+    a.acquire("survivor")
+    a.set_mount("survivor", MountRecord("id1", 1, "/mnt/survivor"))
+    a.close()  # a restart: containers keep the volume mounted, the old lease is not revoked
+    for p in proxies:
+        p.cut()
+    # The new process cannot prove the old lease (nor get a new one): the old one may lapse any
+    # moment, so what is still mounted here is fenced as soon as the fence is wired.
+    a2 = open_node("a", [p.endpoint for p in proxies])
+    fences = _wire(a2, etcd)
+    wait_for(lambda: fences.fenced_names() == ["survivor"], timeout=5, what="the fence")
+    assert "no etcd lease since the plugin started" in fences.calls[0][2]

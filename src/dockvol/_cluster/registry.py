@@ -154,6 +154,7 @@ class EtcdRegistry(Registry):
         # the hold of a volume whose writers go on would only invite a second writer sooner).
         self._unfenceable: set[str] = set()
         self._fence_unannounced = False  # say "restart the containers" once etcd answers
+        self._unwired_logged = False
         self._publish_locks = [threading.Lock() for _ in range(32)]
         self._dirty = threading.Event()  # this node's published state needs a reconcile
         self._stop = threading.Event()
@@ -652,9 +653,10 @@ class EtcdRegistry(Registry):
     def _fence(self, names: Sequence[str], reason: str) -> None:
         fence = self.on_hold_lost
         if fence is None:
-            log.error(
-                "cannot fence %s (%s): no fence wired to the registry", ", ".join(names), reason
-            )
+            # At start the watchdog may fire before serve wires the fence: it asks again soon.
+            if not self._unwired_logged:
+                self._unwired_logged = True
+                log.warning("cannot fence %s yet (%s): no fence wired", ", ".join(names), reason)
             return
         done = fence(names, reason)
         with self._lock:
