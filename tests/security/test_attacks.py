@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.security.corpus import ATTACK_NAMES, ATTACK_OPTION_VALUES
 from tests.support.plugin import Plugin, call
 

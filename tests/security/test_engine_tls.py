@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.support.engine import BUSYBOX_IMAGE, Engine
-from tests.support.plugin import Plugin
 
 from dockvol._transport import tls
+from tests.support.engine import BUSYBOX_IMAGE, Engine
+from tests.support.plugin import Plugin
 
 pytestmark = pytest.mark.engine
 

@@ -20,8 +20,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.security.corpus import ATTACK_NAMES, ATTACK_OPTION_VALUES
-from tests.support.plugin import Plugin, call
 
 from dockvol._registry.sqlite import SqliteRegistry
 from dockvol._sdk.secrets import SecretStore
@@ -29,6 +27,8 @@ from dockvol._service.service import VolumeService
 from dockvol._wire import protocol as p
 from dockvol._wire.app import PluginApp
 from dockvol.drivers.local import LocalDriver
+from tests.security.corpus import ATTACK_NAMES, ATTACK_OPTION_VALUES
+from tests.support.plugin import Plugin, call
 
 ENDPOINTS = list(p.ENDPOINTS)
 FUZZ = settings(

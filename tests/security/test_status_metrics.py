@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.support.plugin import Plugin, call
 
 ID = "c" * 64
