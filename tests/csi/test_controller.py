@@ -39,7 +39,7 @@ def code_of(call: object) -> tuple[grpc.StatusCode, str]:
 def test_create_returns_options_in_context_and_topology(csi_plugin: CsiProcess) -> None:
     vol = create(csi_plugin, "v1", mode="0750").volume
     assert vol.volume_id == "v1"
-    assert dict(vol.volume_context) == {"mode": "0750"}
+    assert dict(vol.volume_context) == {"mode": "0750", "dockvol/volume": "1"}
     assert [dict(t.segments) for t in vol.accessible_topology] == [{"dockvol/node": NODE}]
     assert len(volume_dirs(csi_plugin)) == 1  # the driver made its directory
 

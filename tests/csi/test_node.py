@@ -132,13 +132,21 @@ def test_stage_registers_a_volume_from_its_context(csi_plugin: CsiProcess) -> No
     """Swarm: the controller created the volume on another node; this node learns it from the
     volume context of NodeStage."""
     staging, _ = paths(csi_plugin)
-    stage(csi_plugin, "elsewhere", staging, mode="0700")
+    context = {"mode": "0700", "dockvol/volume": "1"}
+    stage(csi_plugin, "elsewhere", staging, **context)
     listed = csi_plugin.controller.ListVolumes(pb.ListVolumesRequest()).entries
     assert [(e.volume.volume_id, dict(e.volume.volume_context)) for e in listed] == [
-        ("elsewhere", {"mode": "0700"})
+        ("elsewhere", context)
     ]
     assert os.stat(staging).st_mode & 0o777 == 0o700
     unstage(csi_plugin, "elsewhere", staging)
+
+
+def test_a_context_that_is_not_ours_registers_nothing(csi_plugin: CsiProcess) -> None:
+    staging, _ = paths(csi_plugin)
+    code, _ = code_of(lambda: stage(csi_plugin, "foreign", staging, mode="0700"))
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert csi_plugin.controller.ListVolumes(pb.ListVolumesRequest()).entries == []
 
 
 def test_volume_stats(csi_plugin: CsiProcess) -> None:

@@ -24,7 +24,7 @@ from . import csi_pb2_grpc as pb_grpc
 from . import mounts
 from .access import READ_ONLY_MODES, TOPOLOGY_KEY
 from .errors import CsiError, invalid, require, rpc
-from .plugin import CsiPlugin
+from .plugin import CsiPlugin, options_of
 
 log = logging.getLogger("dockvol.csi")
 RPC = pb.NodeServiceCapability.RPC
@@ -83,9 +83,10 @@ class Node(pb_grpc.NodeServicer):
     async def _register(self, volume_id: str, context: dict[str, str]) -> VolumeInfo:
         """A volume this node has not seen (Swarm: created by the controller on another node):
         register it here with the options its volume context carries."""
-        if not context:
+        options = options_of(context)
+        if options is None:
             raise _not_found(volume_id)
-        await self.p.service.create(volume_id, context)
+        await self.p.service.create(volume_id, options)
         info = self.p.service.get(volume_id)
         if info is None:
             raise _not_found(volume_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .._sdk.options import parse_size
@@ -11,6 +12,17 @@ from . import csi_pb2 as pb
 from .access import Access
 from .capacity import CapacityRecords
 from .secrets import RequestSecrets
+
+#: A key every volume context of ours holds, beside the volume's options: a volume without
+#: options still has a context, and a node tells our contexts from anything else.
+CONTEXT_MARK = "dockvol/volume"
+
+
+def options_of(context: Mapping[str, str]) -> dict[str, str] | None:
+    """The volume's options from a volume context of ours; ``None`` if it is not one."""
+    if CONTEXT_MARK not in context:
+        return None
+    return {k: v for k, v in context.items() if k != CONTEXT_MARK}
 
 
 @dataclass
@@ -52,6 +64,6 @@ class CsiPlugin:
         return pb.Volume(
             volume_id=info.name,
             capacity_bytes=self.capacity(info),
-            volume_context=dict(info.options),
+            volume_context={**info.options, CONTEXT_MARK: "1"},
             accessible_topology=self.access.topology(),
         )
