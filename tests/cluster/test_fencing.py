@@ -217,3 +217,26 @@ def test_a_plugin_restarted_while_cut_off_fences_what_it_still_has_mounted(
     fences = _wire(a2, etcd)
     wait_for(lambda: fences.fenced_names() == ["survivor"], timeout=5, what="the fence")
     assert "no etcd lease since the plugin started" in fences.calls[0][2]
+
+
+def test_several_volumes_are_fenced_at_once_not_one_after_the_other(
+    etcd: EtcdCluster, open_node: Open, proxies: list[CutProxy]
+) -> None:
+    a = open_node("a", [p.endpoint for p in proxies])
+    fences = _wire(a, etcd)
+    both = threading.Barrier(2, timeout=5)  # each fence waits for the other: only in parallel
+
+    def fence_together(names: Sequence[str], reason: str) -> Mapping[str, bool]:
+        both.wait()
+        return fences(names, reason)
+
+    a.on_hold_lost = fence_together
+    for name in ("p1", "p2"):
+        a.create(vol(name, "single-node"))
+        a.acquire(name)
+        a.set_mount(name, MountRecord("id-" + name, 1, "/mnt/" + name))
+    for p in proxies:
+        p.cut()
+    wait_for(lambda: fences.fenced_names() == ["p1", "p2"], timeout=TTL + 2, what="both fenced")
+    assert sorted(n for _, names, _, _ in fences.calls for n in names) == ["p1", "p2"]
+    assert a.fenced().keys() == {"p1", "p2"}

@@ -17,9 +17,10 @@ expire, and again every ``RECHECK`` seconds while that lasts. Why the deadline i
   leader's clock by at most the kernel's NTP slew limit (500 ppm: 7.5 ms over 15 s), far inside
   the margin.
 * The margin (:func:`fence_margin`: a quarter of the TTL, at least one second) is what the fence
-  itself and a scheduling pause of this process may take: the filesystem shutdown is one ioctl
-  plus a journal flush (milliseconds; measured in bench/cluster_bench.py), and the watchdog
-  holds no lock the rest of the plugin takes.
+  itself and a scheduling pause of this process may take. The block driver's fence is a freeze
+  (writing back the volume's dirty pages: ~40 ms with little, 2.2 s with 1 GiB; bound them with
+  ``vm.dirty_bytes``) and a shutdown; volumes are fenced in parallel, and the watchdog holds no
+  lock the rest of the plugin takes. Measured in bench/cluster_bench.py.
 * After the deadline another node still has to see the holder key vanish (etcd's leader checks
   lease expiry about every 500 ms) and then mount: extra time on our side, never less.
 
