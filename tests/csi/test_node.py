@@ -91,6 +91,28 @@ def test_stage_publish_unpublish_unstage(csi_plugin: CsiProcess) -> None:
     assert not vol_dir.exists()
 
 
+def test_publish_without_staging(csi_plugin: CsiProcess) -> None:
+    """The plugin does not offer staging (Swarm never unstages): publish mounts and binds."""
+    caps = csi_plugin.node.NodeGetCapabilities(pb.NodeGetCapabilitiesRequest()).capabilities
+    assert pb.NodeServiceCapability.RPC.STAGE_UNSTAGE_VOLUME not in {c.rpc.type for c in caps}
+    create(csi_plugin, "v1")
+    _, target = paths(csi_plugin)
+    req = pb.NodePublishVolumeRequest(
+        volume_id="v1", target_path=str(target), volume_capability=cap()
+    )
+    csi_plugin.node.NodePublishVolume(req)
+    csi_plugin.node.NodePublishVolume(req)  # a retry: still one mount, one record
+    assert mounts_at(target) == 1
+    (target / "f").write_text("x")
+    code, _ = code_of(
+        lambda: csi_plugin.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id="v1"))
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION  # published: in use
+    unpublish(csi_plugin, "v1", target)
+    assert mounts_at(target) == 0 and not target.exists()
+    csi_plugin.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id="v1"))
+
+
 def test_read_only_publish(csi_plugin: CsiProcess) -> None:
     create(csi_plugin, "v1")
     staging, target = paths(csi_plugin)

@@ -1,5 +1,5 @@
-"""CSI Node: stage (the service's mount, bound at the staging path) and publish (a bind of the
-staged volume into the target path).
+"""CSI Node: publish (the service's mount, bound into the target path), and optionally stage
+(the service's mount bound at a staging path, which publish then binds from).
 
 Each stage and publish is a mount record of the volume service, with a mount ID naming the
 path (``csi-stage:PATH``, ``csi-publish:PATH``, ``csi-publish-ro:PATH``): durable before the
@@ -107,7 +107,7 @@ class Node(pb_grpc.NodeServicer):
     async def NodePublishVolume(self, request: Any, context: Any) -> pb.NodePublishVolumeResponse:
         volume_id = require(request.volume_id, "volume_id")
         target = require(request.target_path, "target_path")
-        staging = require(request.staging_target_path, "staging_target_path")
+        staging = request.staging_target_path  # empty: not staged, publish mounts it itself
         if not request.HasField("volume_capability"):
             raise invalid("volume_capability is required")
         cap = request.volume_capability
@@ -125,14 +125,17 @@ class Node(pb_grpc.NodeServicer):
                     f"volume {volume_id!r} is already published at {target} "
                     f"{'read-write' if readonly else 'read-only'}; unpublish it first",
                 )
-            if stage_id(staging) not in info.mount_ids:
+            if staging and stage_id(staging) not in info.mount_ids:
                 raise CsiError(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"volume {volume_id!r} is not staged at {staging}; call NodeStageVolume first",
                 )
-            if mount_id not in info.mount_ids:
-                await service.mount(volume_id, mount_id)
-            await asyncio.to_thread(_bind_once, Path(staging), Path(target), readonly)
+            mountpoint = info.mountpoint
+            if mount_id not in info.mount_ids or mountpoint is None:
+                with self.p.secrets.given(request.secrets):
+                    mountpoint = await service.mount(volume_id, mount_id)
+            source = Path(staging) if staging else Path(mountpoint)
+            await asyncio.to_thread(_bind_once, source, Path(target), readonly)
         return pb.NodePublishVolumeResponse()
 
     @rpc
@@ -184,7 +187,11 @@ class Node(pb_grpc.NodeServicer):
     async def NodeGetCapabilities(
         self, request: Any, context: Any
     ) -> pb.NodeGetCapabilitiesResponse:
-        types = [RPC.STAGE_UNSTAGE_VOLUME, RPC.GET_VOLUME_STATS]
+        # No STAGE_UNSTAGE_VOLUME: Swarm (swarmkit, through engine 28.5) never sends
+        # NodeUnstageVolume for a volume it staged, so every staged volume would stay "in use"
+        # and DeleteVolume would be refused for ever. Publish mounts the volume itself; the
+        # stage calls stay correct for a CO that makes them anyway.
+        types = [RPC.GET_VOLUME_STATS]
         return pb.NodeGetCapabilitiesResponse(
             capabilities=[pb.NodeServiceCapability(rpc=RPC(type=t)) for t in types]
         )
