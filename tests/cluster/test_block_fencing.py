@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -26,8 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from dockvol._cluster.client import EtcdClient
-from dockvol._cluster.keys import Layout, decode_json
 from dockvol._service.names import volume_key
 from dockvol.drivers.block import fscrypt, loop
 from tests.support.engine import BUSYBOX_IMAGE, Engine
@@ -53,32 +50,6 @@ WRITER = (
 
 def uptime() -> float:
     return float(Path("/proc/uptime").read_text().split()[0])
-
-
-class HolderWatch:
-    """Reads a volume's holder key from etcd every 20 ms; ``took_at``: the uptime at which it
-    was first seen held by ``node`` (a moment after it was taken)."""
-
-    def __init__(self, etcd: EtcdCluster, key: bytes, node: str) -> None:
-        self.took_at: float | None = None
-        self._client = EtcdClient(etcd.endpoints, timeout=1.0, deadline=2.0)
-        self._key, self._node = key, node
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            kv = self._client.get(self._key)
-            if kv is not None and decode_json(kv.value).get("node") == self._node:
-                self.took_at = uptime()
-                return
-            self._stop.wait(0.02)  # polling etcd's state at a fixed rate
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._client.close()
 
 
 @dataclass
@@ -186,9 +157,8 @@ def lines(text: str) -> dict[int, float]:
 
 @pytest.mark.parametrize("kind", ["ext4", "encrypted"])
 def test_a_cut_off_writer_is_fenced_before_the_volume_moves(
-    etcd: EtcdCluster, nodes: dict[str, Node], shared_root: Path, kind: str
+    nodes: dict[str, Node], shared_root: Path, kind: str
 ) -> None:
-    prefix = nodes["a"].prefix
     a, b = nodes["a"], nodes["b"]
     vol = f"f{kind[:3]}-" + uuid.uuid4().hex[:6]
     opts = ["-o", "size=32M"]
@@ -221,19 +191,18 @@ def test_a_cut_off_writer_is_fenced_before_the_volume_moves(
         for p in a.proxies:
             p.cut()
         # b takes the hold as soon as etcd lets it (a's lease expired), when asked to mount: it
-        # is asked again and again, and the hold is watched in etcd directly. On this one test
-        # machine both "nodes" share a kernel: b's mount reuses a's loop device, which holds a's
-        # shut-down filesystem until a's container lets go, so b's containers fail with EIO
-        # here; a real second host attaches the image afresh (phase two does that).
-        watcher = HolderWatch(etcd, Layout(prefix).holder(vol), "b")
-        try:
-            while watcher.took_at is None and uptime() < cut_at + TTL + 20:
-                ok, out = b.docker("run", "--rm", "-v", f"{vol}:/d", BUSYBOX_IMAGE, "true")
-                if watcher.took_at is None:
-                    assert not ok and "in use on node 'a'" in out, out
-        finally:
-            watcher.stop()
-        took_at = watcher.took_at
+        # is asked again and again. The first attempt not refused for a's hold is the takeover;
+        # its start time is a lower bound of the moment b took the hold (so the margin below is
+        # never overstated). On this one test machine both "nodes" share a kernel: b's mount
+        # reuses a's loop device, which holds a's shut-down filesystem until a's container lets
+        # go, so b's containers may fail with EIO here; a real second host attaches the image
+        # afresh (phase two does that).
+        took_at = None
+        while took_at is None and uptime() < cut_at + TTL + 20:
+            asked_at = uptime()
+            ok, out = b.docker("run", "--rm", "-v", f"{vol}:/d", BUSYBOX_IMAGE, "true")
+            if ok or "in use on node 'a'" not in out:
+                took_at = asked_at
         assert took_at is not None, "b never took the volume over\n" + b.plugin.output()[-3000:]
         failed = wait_for(
             lambda: next((x for x in a.docker("logs", cid)[1].splitlines() if "FAILED" in x), 0),
