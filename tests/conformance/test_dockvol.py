@@ -25,7 +25,7 @@ from .conftest import _wait_gone
 def dockvol(
     *args: str, timeout: float = 600, tmpdir: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TMPDIR": str(tmpdir)} if tmpdir else None  # the restart log goes there
+    env = {**os.environ, "TMPDIR": str(tmpdir)} if tmpdir else None
     return subprocess.run(
         [sys.executable, "-m", "dockvol", *args],
         capture_output=True,
@@ -125,7 +125,9 @@ def test_conformance_of_dockvol_itself_including_crashes(tmp_path: Path) -> None
     with tempfile.TemporaryDirectory(prefix="dvc") as d:
         p = start(Path(d))
         restart = shlex.join([sys.executable, "-m", "dockvol", "serve", *p.args])
-        out_json, out_junit = tmp_path / "r.json", tmp_path / "r.xml"
+        reports = tmp_path / "reports"
+        reports.mkdir()
+        out_json, out_junit = reports / "r.json", reports / "r.xml"
         try:
             r = dockvol(
                 "conformance",
@@ -143,8 +145,19 @@ def test_conformance_of_dockvol_itself_including_crashes(tmp_path: Path) -> None
         finally:
             stop(p)
     report = json.loads(out_json.read_text())
+    # dockvol passes every check with no warning, and nothing is left behind.
     failed = {c["check"]: c["message"] for c in report["checks"] if c["result"] != "pass"}
     assert failed == {}, r.stdout
+    assert report["left_behind"] == {
+        "volumes": {},
+        "mount_ids": [],
+        "mounts": {},
+        "directories": [],
+        "files": [],
+    }
+    assert "left behind: nothing" in r.stdout
+    # The restarted plugin's output is beside the reports.
+    assert (reports / "plugin-restarts.log").exists()
     assert r.returncode == 0, r.stdout + r.stderr
     assert {c["check"] for c in report["checks"]} == set(CHECKS)
     assert "-> conformant" in r.stdout

@@ -38,7 +38,7 @@ def test_plugin_runs_selected_checks_against_a_socket(stub: Stub, tmp_path: Path
 
 
 def test_plugin_failure_explains_the_defect(short_dir: Path, tmp_path: Path) -> None:
-    stub = Stub(short_dir, "bad-scope").start()
+    stub = Stub(short_dir, "activate-network").start()
     try:
         r = inner_pytest(
             tmp_path,
@@ -53,7 +53,30 @@ def test_plugin_failure_explains_the_defect(short_dir: Path, tmp_path: Path) -> 
         stub.stop()
     assert r.returncode == 1, r.stdout
     assert "1 failed, 1 passed" in r.stdout
-    assert "Scope is 'cluster'" in r.stdout and "fix:" in r.stdout
+    assert "Implements is ['NetworkDriver']" in r.stdout and "fix:" in r.stdout
+
+
+def test_plugin_gives_the_same_verdicts_a_tolerated_quirk_passes_with_a_warning(
+    short_dir: Path, tmp_path: Path
+) -> None:
+    stub = Stub(short_dir, "tolerated-quirks").start()
+    try:
+        r = inner_pytest(
+            tmp_path,
+            "-p",
+            "dockvol.testing",
+            "--dockvol-socket",
+            str(stub.sock),
+            "--dockvol-only",
+            "error-replies,unmount-unknown-id,create-idempotent,empty-body",
+        )
+    finally:
+        stub.stop()
+    assert r.returncode == 0, r.stdout
+    assert "4 passed" in r.stdout
+    assert "ConformanceWarning: unmount-unknown-id: Unmount of an unknown ID fails" in r.stdout
+    assert "it bites with callers that are not the engine" in r.stdout
+    assert "left behind: nothing" in r.stdout
 
 
 def test_plugin_serves_a_driver_class_in_process(tmp_path: Path) -> None:

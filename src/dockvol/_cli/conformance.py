@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from .call import add_target_args, target_address
 
 EPILOG = """Each check is documented in docs/conformance.md. The kit creates volumes named
-dvconf-<run>-... and removes them again.
+dvconf-<run>-... and removes them again; the report ends with what it could not remove and the
+commands that remove it.
+
+time: every call has a deadline (--call-timeout); a plugin that stops answering is reported as
+a hang naming the call, and the run stops once Get and List no longer answer. The whole run has
+a budget (--budget): the latency phase, last, shrinks to what is left, and checks that do not
+fit are skipped.
 
 destructive mode (--destructive) stops the plugin gracefully (SIGTERM to the process listening
 on the unix socket, found with SO_PEERCRED; or your --stop-cmd) and crashes it (SIGKILL to
@@ -104,12 +112,35 @@ def register(subparsers: Any) -> None:
         help="idle time of the keep-alive check (6)",
     )
     p.add_argument(
+        "--budget",
+        type=float,
+        default=90.0,
+        metavar="SECONDS",
+        help="the whole run's time; the latency phase shrinks to fit, checks that do not fit "
+        "are skipped (90)",
+    )
+    p.add_argument(
+        "--call-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long one call may take before the plugin is called hung (10; the engine "
+        "itself waits 60, 120 for Create and Mount)",
+    )
+    p.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="where the restarted plugin's output goes (default: beside --json or --junit, "
+        "else a new directory under the temporary directory)",
+    )
+    p.add_argument(
         "-o",
         "--opt",
         action="append",
         default=[],
         metavar="K=V",
-        help="an option for every volume the kit creates, for plugins that need some "
+        help="an option for every volume the kit creates, for plugins that need some; "
+        "{name} in a value is replaced by each volume's name, e.g. -o remote=/srv/{name} "
         "(repeatable; default: none, as docker volume create without -o)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and summary")
@@ -164,14 +195,26 @@ def _conformance(args: argparse.Namespace) -> int:
         list_p99_ms=args.list_budget_ms,
         idle_seconds=args.idle_seconds,
         restart_timeout=args.restart_timeout,
+        budget=args.budget,
+        call_timeout=args.call_timeout,
     )
     faults = None
     if args.destructive:
         faults = ShellFaults(
             client, args.restart_cmd, args.kill_cmd, args.restart_timeout, stop_cmd=args.stop_cmd
         )
-    runner = Runner(client, config, faults.faults() if faults else None)
-    print(f"dockvol conformance: {len(checks)} checks against {address}", file=sys.stderr)
+        faults.log_dir = _log_dir(args)
+    runner = Runner(
+        client,
+        config,
+        faults.faults() if faults else None,
+        say=lambda text: print(text, file=sys.stderr, flush=True),
+    )
+    print(
+        f"dockvol conformance: {len(checks)} checks against {address}, budget "
+        f"{config.budget:g}s, call timeout {config.call_timeout:g}s",
+        file=sys.stderr,
+    )
     if not args.quiet:
         print(report.header(), flush=True)
 
@@ -182,8 +225,21 @@ def _conformance(args: argparse.Namespace) -> int:
     results = runner.run(checks, progress)
     print()
     print(report.summary(results))
+    print(runner.leftovers.render())
+    if faults is not None:
+        print(f"plugin log after restarts: {faults.log_path}")
     if args.json:
-        report.write_json(args.json, results, str(address))
+        report.write_json(args.json, results, str(address), runner.leftovers)
     if args.junit:
         report.write_junit(args.junit, results, str(address))
     return 0 if all(r.ok for r in results) else 1
+
+
+def _log_dir(args: argparse.Namespace) -> Path:
+    """Beside the reports: --log-dir, else the directory of --json or --junit, else new."""
+    if args.log_dir:
+        return Path(args.log_dir)
+    for report_file in (args.json, args.junit):
+        if report_file:
+            return Path(report_file).resolve().parent
+    return Path(tempfile.mkdtemp(prefix="dvconf-logs-"))

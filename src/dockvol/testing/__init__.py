@@ -15,24 +15,30 @@ docs/conformance.md.
 
 from typing import Any
 
-from . import checks as _checks  # noqa: F401  (registers every check in CHECKS)
 from . import report
 from ._http import Address
+from .catalog import CHECKS, SUITE, select
 from .client import Reply, WireClient, find_plugin, peer_pid, resolve_endpoint
 from .faults import ShellFaults, kill_listener, wait_ready
-from .suite import CHECKS, Check, CheckFailed, Config, Faults, Result, Runner, run, select
+from .leftovers import Leftovers
+from .suite import Config, Faults, Runner, run
+from .verdict import Check, CheckFailed, Hang, Result, Skipped
 
 __all__ = [
     "CHECKS",
+    "SUITE",
     "Address",
     "Check",
     "CheckFailed",
     "Config",
     "Faults",
+    "Hang",
+    "Leftovers",
     "Reply",
     "Result",
     "Runner",
     "ShellFaults",
+    "Skipped",
     "WireClient",
     "conformance_tests",
     "find_plugin",
@@ -64,6 +70,12 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: Any) -> None
     from . import pytest_plugin
 
     pytest_plugin.pytest_collection_modifyitems(session, config, items)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: Any, config: Any) -> None:
+    from . import pytest_plugin
+
+    pytest_plugin.pytest_terminal_summary(terminalreporter, exitstatus, config)
 
 
 def pytest_unconfigure(config: Any) -> None:

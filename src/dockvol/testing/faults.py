@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .client import WireClient, peer_pid
-from .suite import CheckFailed, Context, Faults, Skipped, check, new_id
+from .suite import Context, Faults, new_id
+from .verdict import CheckFailed, Skipped, check
+
+ENGINES = "engines 20.10 to 26.1"
 
 #: Seconds between SIGTERM and SIGKILL when the engine disables a managed plugin (and
 #: systemd's default is longer): a plugin must be gone by then.
@@ -75,6 +78,8 @@ class ShellFaults:
     kill_cmd: str | None = None
     timeout: float = 30.0
     stop_cmd: str | None = None
+    #: Where the output of the restart command (the restarted plugin's log) goes: beside
+    #: the reports.
     log_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -106,7 +111,8 @@ class ShellFaults:
             time.sleep(0.02)  # polling for the process to exit
 
     def restart(self) -> None:
-        log = self.log_dir / f"dockvol-conformance-restart-{os.getpid()}.log"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 self.restart_cmd,
@@ -123,12 +129,17 @@ class ShellFaults:
             tail = log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{e}; output of {self.restart_cmd!r}:\n{tail}") from e
 
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / "plugin-restarts.log"
+
     def faults(self) -> Faults:
         graceful = self.stop if self.stop_cmd or not self.kill_cmd else None
         return Faults(kill=self.kill, restart=self.restart, stop=graceful)
 
 
-def _crash(ctx: Context) -> None:
+def crash_and_restart(ctx: Context) -> None:
+    """SIGKILL the plugin (or --kill-cmd) and restart it; a failure of either fails the check."""
     assert ctx.faults is not None
     try:
         ctx.faults.kill()
@@ -143,13 +154,17 @@ def _crash(ctx: Context) -> None:
 @check(
     "stop-removes-socket",
     title="A graceful stop exits promptly, removes the socket and keeps state",
-    why="A stale socket of a stopped plugin stalls docker volume ls and every lookup of the "
-    "driver for about 15 s while the engine retries; a plugin that ignores SIGTERM is killed "
-    "after 10 s, mid-write. Volumes and mount records must survive a plain restart too.",
+    checks="With a volume mounted, the plugin is stopped gracefully (SIGTERM to the socket's "
+    "listener, or `--stop-cmd`). It must exit within 10 s and remove its socket file; after "
+    "the restart the volume must exist and still be in use, and Unmount and Remove must work. "
+    "Skipped without a way to stop the plugin gracefully.",
+    why="A stale socket of a stopped plugin makes the engine dial a dead socket: `docker volume "
+    "ls` and every lookup of the driver stall for about 15 s of retries. A plugin that ignores "
+    "SIGTERM is killed after 10 s, possibly mid-write. A plain restart must lose nothing.",
+    engine="legacy discovery dials `/run/docker/plugins/NAME.sock` as long as the file "
+    f"exists; `docker plugin disable` sends SIGTERM, then SIGKILL after 10 s ({ENGINES}).",
     fix="On SIGTERM stop accepting, finish in-flight calls, remove the socket file and exit; "
     "keep state durable so nothing is lost across the restart.",
-    engine="legacy discovery dials /run/docker/plugins/NAME.sock; plugin disable: SIGTERM, "
-    "SIGKILL after 10 s",
     destructive=True,
 )
 def stop_removes_socket(ctx: Context) -> None:
@@ -178,7 +193,7 @@ def stop_removes_socket(ctx: Context) -> None:
     if problem:
         raise CheckFailed(problem)
     ctx.must_exist(name, " after a graceful restart")
-    if ctx.passed("remove-while-mounted"):
+    if ctx.refuses_remove_in_use():
         _still_used(ctx, name, "mounted before the stop")
     ctx.unmount(name, mid)
     ctx.remove(name)
@@ -187,13 +202,20 @@ def stop_removes_socket(ctx: Context) -> None:
 @check(
     "crash-while-mounted",
     title="A crash between Mount and Unmount loses nothing",
-    why="Containers outlive plugin crashes and restarts. The engine does not re-send Mount "
-    "after a restart (live-restore), but later sends Unmount with the original IDs. Volumes, "
-    "their options and the per-ID mount records must survive, or the volume is released under "
-    "running containers or stuck in use forever.",
+    checks="A volume mounted by two IDs and an unmounted volume exist; the plugin is killed "
+    "(SIGKILL) and restarted. Both volumes must still exist (Get and List). When the "
+    "Mountpoint is a writable directory on the kit's host, a file written through it before "
+    "the crash must still be there, and a new Mount must return the same path (what a running "
+    "container sees). The volume must still be in use (Remove refused) with both IDs held, and "
+    "with one; after both original IDs are unmounted, Remove must succeed.",
+    why="Containers outlive plugin crashes. After a restart the engine does not re-send Mount, "
+    "but later sends Unmount with the original IDs. State kept in memory loses volumes (the "
+    "engine forgets them at its next start) or mount records (the volume is released under "
+    "running containers, or stuck in use forever).",
+    engine="daemon restore and live-restore: no Mount re-sent, Unmount later with the original "
+    f"ID; a restarted legacy plugin is not re-activated ({ENGINES}).",
     fix="Commit volumes and per-ID mount records durably (fsync) before replying; on start, "
     "reload them and make reality match (re-mount what is still in use).",
-    engine="moby daemon restore (live-restore): no Mount re-sent, Unmount later",
     destructive=True,
 )
 def crash_while_mounted(ctx: Context) -> None:
@@ -204,7 +226,7 @@ def crash_while_mounted(ctx: Context) -> None:
     path = ctx.mount(a, id1)
     ctx.mount(a, id2)
     marker = _write_marker(ctx, path)
-    _crash(ctx)
+    crash_and_restart(ctx)
     for n in (a, b):
         ctx.must_exist(n, " after the plugin restarted")
     listed = ctx.list_names()
@@ -226,7 +248,8 @@ def crash_while_mounted(ctx: Context) -> None:
                 f"running containers still use the old path"
             )
         ctx.unmount(a, id3)
-    counts = ctx.passed("remove-while-mounted")
+        marker.unlink(missing_ok=True)
+    counts = ctx.refuses_remove_in_use()
     if counts:
         _still_used(ctx, a, "with 2 mount IDs held before the crash")
     ctx.unmount(a, id1)
@@ -239,7 +262,7 @@ def crash_while_mounted(ctx: Context) -> None:
             f"after every ID from before the crash unmounted, Remove fails "
             f"({r.err or r.describe()}): a reference count is stuck"
         )
-    ctx.created.discard(a)
+    ctx.untrack(a)
 
 
 def _write_marker(ctx: Context, path: str) -> Path | None:
@@ -256,7 +279,7 @@ def _write_marker(ctx: Context, path: str) -> Path | None:
 def _still_used(ctx: Context, name: str, when: str) -> None:
     r = ctx.call("VolumeDriver.Remove", {"Name": name})
     if r.status == 200 and not r.err:
-        ctx.created.discard(name)
+        ctx.untrack(name)
         raise CheckFailed(
             f"after the restart, Remove of {name!r} {when} succeeded: mount records were lost"
         )
@@ -272,12 +295,19 @@ class _Vol:
 @check(
     "crash-during-burst",
     title="A crash in the middle of a burst loses nothing acknowledged",
-    why="A plugin killed while the engine starts and stops many containers must keep every "
-    "change it acknowledged: volumes, mount records, reference counts. Changes in flight may "
-    "go either way, but must not corrupt the state.",
-    fix="Make each acknowledged change durable before replying (one transaction per change) and "
-    "make each change atomic, so a crash leaves either the old or the new state.",
-    engine="moby daemon: parallel container starts and stops during a plugin crash",
+    checks="Eight clients create volumes, mount each with two IDs and unmount one, without "
+    "pause; after 160 answered calls the plugin is killed in the middle of the burst and "
+    "restarted. Every volume whose Create was answered must exist; every volume with an "
+    "answered Mount not yet unmounted must be in use; after unmounting every held ID (and every "
+    "ID whose reply was lost), every volume must be removable. Calls whose reply was lost may "
+    "have happened or not. A burst that stops making progress is reported as a hang before "
+    "the kill.",
+    why="A plugin killed while the engine starts many containers must keep every change it "
+    "acknowledged, and an interrupted change must leave the old or the new state, never a "
+    "broken one.",
+    engine=f"parallel container starts and stops; the plugin restarted under load ({ENGINES}).",
+    fix="One durable transaction per change, committed before the reply; atomic writes (a new "
+    "file and a rename, or a database).",
     destructive=True,
 )
 def crash_during_burst(ctx: Context) -> None:
@@ -286,11 +316,17 @@ def crash_during_burst(ctx: Context) -> None:
     stop = threading.Event()
     crashing = threading.Event()
     acked = [0]
+    pending: list[str] = []  # calls that did not answer within the call timeout
 
     def op(endpoint: str, body: dict[str, object]) -> bool | None:
         """True: done; False: refused; None: reply lost."""
         try:
-            r = ctx.client.call(endpoint, body, timeout=30)
+            r = ctx.client.call(endpoint, body, timeout=ctx.config.call_timeout)
+        except TimeoutError:
+            if not crashing.is_set():
+                with lock:
+                    pending.append(endpoint.split(".")[1])
+            return None
         except (OSError, http.client.HTTPException):  # killed mid-reply: IncompleteRead
             return None
         done = r.status == 200 and not r.err
@@ -309,7 +345,7 @@ def crash_during_burst(ctx: Context) -> None:
             with lock:
                 vols[name] = v
                 ctx.created.add(name)
-            res = op("VolumeDriver.Create", {"Name": name, "Opts": ctx.opts()})
+            res = op("VolumeDriver.Create", {"Name": name, "Opts": ctx.opts(name)})
             if not res:
                 return
             v.created = True
@@ -342,8 +378,24 @@ def crash_during_burst(ctx: Context) -> None:
     for t in ts:
         t.start()
     deadline = time.monotonic() + 60
+    last, seen = time.monotonic(), 0
+    stalled = False
     while acked[0] < 20 * threads and time.monotonic() < deadline and not errors:
         time.sleep(0.01)  # waiting for the burst to be well under way
+        if acked[0] != seen:
+            last, seen = time.monotonic(), acked[0]
+        elif time.monotonic() - last > ctx.config.call_timeout:
+            stalled = True  # nothing answered for a whole call timeout: a hang
+            break
+    hang = ""
+    if stalled:
+        answering, silent = ctx.runner.probe()
+        hang = (
+            f"hang: the burst stopped after {acked[0]} answered calls; "
+            f"{', '.join(sorted(set(pending))) or 'calls'} did not answer within "
+            f"{ctx.config.call_timeout:g}s; still answering: {', '.join(answering) or 'nothing'}"
+            f"; not answering: {', '.join(silent) or 'nothing'}"
+        )
     assert ctx.faults is not None
     crashing.set()
     try:
@@ -358,11 +410,13 @@ def crash_during_burst(ctx: Context) -> None:
         ctx.faults.restart()
     except Exception as e:
         raise CheckFailed(f"the plugin did not come back after a crash: {e}") from e
+    if hang:
+        raise CheckFailed(hang)
     if errors:
         raise errors[0]
     if acked[0] < 20 * threads:
         raise CheckFailed("the burst made too little progress before the crash")
-    counts = ctx.passed("remove-while-mounted")
+    counts = ctx.refuses_remove_in_use()
     listed = set(ctx.list_names())
     done = {n: v for n, v in vols.items() if v.created}
     lost = [n for n in done if n not in listed]
@@ -388,7 +442,7 @@ def crash_during_burst(ctx: Context) -> None:
                 f"after the crash and every Unmount, Remove {n!r} fails "
                 f"({r.err or r.describe()}): a reference count is stuck"
             )
-        ctx.created.discard(n)
+        ctx.untrack(n)
     ctx.info(f"{len(done)} volumes and {acked[0]} acknowledged calls before the crash")
 
 

@@ -16,6 +16,7 @@ import importlib
 import shlex
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,12 @@ from typing import Any
 import pytest
 
 from . import report
+from .catalog import select
 from .client import WireClient
 from .faults import ShellFaults
 from .inprocess import DriverFactory, InProcessPlugin
-from .suite import Check, Config, Faults, Result, Runner, select
+from .suite import Config, Context, Faults, Runner
+from .verdict import Check, Result
 
 
 class ConformanceFailure(Exception):
@@ -35,12 +38,21 @@ class ConformanceFailure(Exception):
         self.result = result
 
 
-def _outcome(runner: Runner, chk: Check) -> None:
+class ConformanceWarning(UserWarning):
+    """The engine tolerates what the plugin did; the text says when it would bite."""
+
+
+def _outcome(runner: Runner, chk: Check[Context]) -> None:
+    """The same verdicts as ``dockvol conformance``: fail and error fail the test, skip
+    skips it, warn passes with a warning in pytest's warnings summary."""
     res = runner.run_one(chk)
     if res.outcome in ("fail", "error"):
         raise ConformanceFailure(res)
     if res.outcome == "skip":
         pytest.skip(res.message)
+    if res.outcome == "warn":
+        for text in [res.message, *res.notes]:
+            warnings.warn(ConformanceWarning(f"{chk.name}: {text}"), stacklevel=1)
 
 
 def _load(spec: str) -> DriverFactory:
@@ -63,6 +75,7 @@ class _Target:
         restart_cmd: str | None,
         kill_cmd: str | None,
         config: Config,
+        log_dir: str | None = None,
     ) -> None:
         if (socket is None) == (driver is None):
             raise ValueError("give exactly one of socket (an address) or driver (a class)")
@@ -71,6 +84,7 @@ class _Target:
         self.socket, self.driver = socket, driver
         self.destructive, self.restart_cmd, self.kill_cmd = destructive, restart_cmd, kill_cmd
         self.config = config
+        self.log_dir = log_dir
         self.plugin: InProcessPlugin | None = None
         self.runner: Runner | None = None
         self._scratch: Path | None = None
@@ -88,9 +102,19 @@ class _Target:
             client = WireClient(self.socket)
             if self.destructive:
                 assert self.restart_cmd is not None
-                faults = ShellFaults(client, self.restart_cmd, self.kill_cmd).faults()
+                shell = ShellFaults(client, self.restart_cmd, self.kill_cmd)
+                if self.log_dir:
+                    shell.log_dir = Path(self.log_dir)
+                faults = shell.faults()
         self.runner = Runner(client, self.config, faults)
         return self.runner
+
+    def left_behind(self) -> str:
+        """The leftovers section once the run is over ("" when nothing was run)."""
+        if self.runner is None:
+            return ""
+        self.runner.finish()
+        return self.runner.leftovers.render()
 
     def scratch(self) -> Path:
         """A temporary directory for an in-process driver, removed by ``stop``."""
@@ -138,8 +162,11 @@ def conformance_tests(
             try:
                 yield target.start(tmp_path_factory.mktemp("dockvol-conformance"))
             finally:
+                left = target.left_behind()
                 target.stop()
                 target.runner = None
+                if left and not left.endswith("nothing"):
+                    warnings.warn(ConformanceWarning(left), stacklevel=1)
 
         @pytest.mark.parametrize("check", list(checks))
         def test_conformance(self, dockvol_runner: Runner, check: str) -> None:
@@ -162,12 +189,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--dockvol-only", default="", help="comma-separated checks to run")
     g.addoption("--dockvol-skip", default="", help="comma-separated checks to skip")
     g.addoption("--dockvol-volumes", type=int, default=1000, help="volumes for the latency check")
+    g.addoption("--dockvol-budget", type=float, default=90.0, help="the run's total seconds (90)")
+    g.addoption(
+        "--dockvol-call-timeout",
+        type=float,
+        default=10.0,
+        help="seconds before a call that does not answer is a hang (10)",
+    )
+    g.addoption("--dockvol-log-dir", help="where the restarted plugin's output goes")
     g.addoption(
         "--dockvol-opt",
         action="append",
         default=[],
         metavar="K=V",
-        help="an option for every volume the kit creates (repeatable)",
+        help="an option for every volume the kit creates; {name} is replaced by the volume's "
+        "name (repeatable)",
     )
 
 
@@ -204,14 +240,17 @@ def pytest_configure(config: pytest.Config) -> None:
             config=Config(
                 volumes=opt("--dockvol-volumes"),
                 opts=_opts(opt("--dockvol-opt")) or None,
+                budget=opt("--dockvol-budget"),
+                call_timeout=opt("--dockvol-call-timeout"),
             ),
+            log_dir=opt("--dockvol-log-dir"),
         )
     except ValueError as e:
         raise pytest.UsageError(f"dockvol conformance: {e}") from e
 
 
 class ConformanceItem(pytest.Item):
-    def __init__(self, *, check: Check, target: _Target, **kw: Any) -> None:
+    def __init__(self, *, check: Check[Context], target: _Target, **kw: Any) -> None:
         super().__init__(**kw)
         self.check = check
         self.target = target
@@ -249,6 +288,15 @@ def pytest_collection_modifyitems(
                 session, name=f"conformance[{chk.name}]", check=chk, target=target
             )
         )
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: Any, config: pytest.Config) -> None:
+    target = config.stash.get(_KEY, None)
+    if target is not None:
+        left = target.left_behind()
+        if left:
+            terminalreporter.write_sep("-", "dockvol conformance")
+            terminalreporter.write_line(left)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from .suite import DOCS, Result
+from .leftovers import Leftovers
+from .verdict import DOCS, OUTCOMES, Result
 
 _LABEL = {"pass": "pass", "warn": "warn", "fail": "FAIL", "skip": "skip", "error": "ERROR"}
 
@@ -23,12 +24,10 @@ def row(res: Result, width: int = 100) -> str:
     lines = textwrap.wrap(msg, width - len(head)) or [""]
     out = [head + lines[0], *(" " * len(head) + li for li in lines[1:])]
     if res.outcome in ("fail", "error", "warn"):
-        for label, text in (
-            ("why", c.why),
-            ("fix", c.fix),
-            ("engine", c.engine),
-            ("docs", f"{DOCS}#{c.name}"),
-        ):
+        details = [("why", c.why), ("fix", c.fix), ("engine", c.engine)]
+        if res.outcome == "warn":  # the other warnings, then what to change
+            details = [("also", n) for n in res.notes[:3]] + [("fix", c.fix)]
+        for label, text in (*details, ("docs", f"{DOCS}#{c.name}")):
             out += textwrap.wrap(
                 text, width, initial_indent=f"    {label + ':':<8}", subsequent_indent=" " * 12
             )
@@ -43,27 +42,35 @@ def header() -> str:
 
 def summary(results: Sequence[Result]) -> str:
     n = Counter(r.outcome for r in results)
-    parts = [f"{n[k]} {k}" for k in ("pass", "warn", "fail", "error", "skip") if n[k]]
+    parts = [f"{n[k]} {k}" for k in OUTCOMES if n[k]]
     verdict = "conformant" if all(r.ok for r in results) else "NOT conformant"
     return f"{len(results)} checks: {', '.join(parts) or 'none'} -> {verdict}"
 
 
-def table(results: Sequence[Result], width: int = 100) -> str:
-    return "\n".join([header(), *(row(r, width) for r in results), "", summary(results)])
+def table(results: Sequence[Result], width: int = 100, leftovers: Leftovers | None = None) -> str:
+    tail = [] if leftovers is None else ["", leftovers.render()]
+    return "\n".join([header(), *(row(r, width) for r in results), "", summary(results), *tail])
 
 
-def to_json(results: Sequence[Result], target: str) -> dict[str, Any]:
+def to_json(
+    results: Sequence[Result], target: str, leftovers: Leftovers | None = None
+) -> dict[str, Any]:
     n = Counter(r.outcome for r in results)
-    return {
+    out: dict[str, Any] = {
         "target": target,
         "ok": all(r.ok for r in results),
-        "summary": {k: n[k] for k in ("pass", "warn", "fail", "error", "skip")},
+        "summary": {k: n[k] for k in OUTCOMES},
         "checks": [r.to_dict() for r in results],
     }
+    if leftovers is not None:
+        out["left_behind"] = leftovers.to_dict()
+    return out
 
 
-def write_json(path: str | Path, results: Sequence[Result], target: str) -> None:
-    Path(path).write_text(json.dumps(to_json(results, target), indent=2) + "\n")
+def write_json(
+    path: str | Path, results: Sequence[Result], target: str, leftovers: Leftovers | None = None
+) -> None:
+    Path(path).write_text(json.dumps(to_json(results, target, leftovers), indent=2) + "\n")
 
 
 def write_junit(path: str | Path, results: Sequence[Result], target: str) -> None:

@@ -1,36 +1,56 @@
-"""The check registry, the per-run context and the runner of the conformance suite."""
+"""The Docker volume suite's per-run context and runner: deadlines, the time budget, hang
+reports and cleanup. The checks themselves are listed in ``catalog.py``."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
 import secrets
+import statistics
 import threading
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from . import godecode
 from .client import Reply, WireClient
+from .leftovers import Leftovers
+from .verdict import (
+    DOCS,
+    Check,
+    CheckFailed,
+    Hang,
+    Outcome,
+    OutOfTime,
+    Result,
+    Skipped,
+    bites,
+    execute,
+)
 
-Outcome = Literal["pass", "warn", "fail", "skip", "error"]
-DOCS = "docs/conformance.md"
+__all__ = [
+    "DOCS",
+    "Check",
+    "CheckFailed",
+    "Config",
+    "Context",
+    "Faults",
+    "Hang",
+    "Outcome",
+    "Result",
+    "Runner",
+    "Skipped",
+    "new_id",
+    "run",
+]
 
-
-@dataclass(frozen=True)
-class Check:
-    """One named check. ``why``, ``fix`` and ``engine`` are shown when it fails."""
-
-    name: str
-    title: str
-    why: str
-    fix: str
-    engine: str
-    func: Callable[[Context], None]
-    destructive: bool = False
+#: How long the engine waits for each call before it fails the user's command (moby
+#: volume/drivers/proxy.go: 2 minutes for Create and Mount, 1 minute for the others, engines
+#: 1.13 to 26.1). Activate has no deadline there; the kit gives it the short one.
+ENGINE_DEADLINE = {"VolumeDriver.Create": 120.0, "VolumeDriver.Mount": 120.0}
+ENGINE_DEADLINE_DEFAULT = 60.0
 
 
 @dataclass
@@ -38,7 +58,7 @@ class Config:
     """Tunables of a run (defaults documented in docs/conformance.md)."""
 
     prefix: str = "dvconf-"
-    #: Volumes created for the latency checks.
+    #: Volumes created for the latency check.
     volumes: int = 1000
     #: Budgets, milliseconds, 99th percentile.
     get_p99_ms: float = 100.0
@@ -51,7 +71,12 @@ class Config:
     restart_timeout: float = 30.0
     #: Options sent with every Create the kit makes, for plugins whose volumes need some
     #: (``None``: the checks send ``Opts`` as null or ``{}``, as the engine does without -o).
+    #: ``{name}`` in a value is replaced by each volume's name.
     opts: dict[str, str] | None = None
+    #: The longest the kit waits for one reply before it calls the plugin hung.
+    call_timeout: float = 10.0
+    #: The whole run's time; checks that do not fit are skipped, the latency phase shrinks.
+    budget: float = 90.0
 
 
 @dataclass
@@ -64,122 +89,83 @@ class Faults:
     stop: Callable[[], None] | None = None
 
 
-class CheckFailed(Exception):
-    """The plugin does something the engine cannot live with."""
-
-
-class Skipped(Exception):
-    """The check cannot run here (missing setup), which is not a failure of the plugin."""
-
-
-@dataclass
-class Result:
-    check: Check
-    outcome: Outcome
-    message: str = ""
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome in ("pass", "warn", "skip")
-
-    def to_dict(self) -> dict[str, Any]:
-        c = self.check
-        return {
-            "check": c.name,
-            "title": c.title,
-            "result": self.outcome,
-            "message": self.message,
-            "notes": self.notes,
-            "seconds": round(self.seconds, 3),
-            "why": c.why,
-            "fix": c.fix,
-            "engine": c.engine,
-            "destructive": c.destructive,
-            "docs": f"{DOCS}#{c.name}",
-        }
-
-
-CHECKS: dict[str, Check] = {}
-
-
-def check(
-    name: str, *, title: str, why: str, fix: str, engine: str, destructive: bool = False
-) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
-    """Register a check function under ``name`` (checks run in registration order)."""
-
-    def deco(func: Callable[[Context], None]) -> Callable[[Context], None]:
-        if name in CHECKS:
-            raise ValueError(f"duplicate check {name}")
-        CHECKS[name] = Check(name, title, why, fix, engine, func, destructive)
-        return func
-
-    return deco
-
-
 def new_id() -> str:
     """A mount ID like the engine's: 64 hex characters."""
     return secrets.token_hex(32)
 
 
+def engine_deadline(endpoint: str) -> float:
+    return ENGINE_DEADLINE.get(endpoint, ENGINE_DEADLINE_DEFAULT)
+
+
 class Context:
     """What a check uses: the client, the config, helpers that track what it created."""
 
-    def __init__(
-        self,
-        client: WireClient,
-        config: Config,
-        faults: Faults | None,
-        results: dict[str, Result],
-        run_id: str,
-    ) -> None:
-        self.client = client
-        self.config = config
-        self.faults = faults
-        self.results = results
-        self.run_id = run_id
-        self.notes: list[str] = []
+    def __init__(self, runner: Runner, check_name: str) -> None:
+        self.runner = runner
+        self.client = runner.client
+        self.config = runner.config
+        self.faults = runner.faults
+        self.results = runner.results
+        self.run_id = runner.run_id
+        self.check_name = check_name
+        self.warnings: list[str] = []
         self.infos: list[str] = []
         #: Field types decoded strictly ("time", "map"): only the checks about them set them,
         #: so one defect fails one check.
         self.strict: set[str] = set()
         self._lock = threading.Lock()
-        self._seq = 0
         self.created: set[str] = set()
         self.mounts: Counter[tuple[str, str]] = Counter()
-        self.check_name = ""
 
     # -- naming and bookkeeping ------------------------------------------------------------
     def name(self, tag: str = "v") -> str:
         """A fresh volume name owned by this run: ``dvconf-<run>-<check>-<tag>-<n>``."""
-        with self._lock:
-            self._seq += 1
-            n = self._seq
-        return f"{self.config.prefix}{self.run_id}-{self.check_name}-{tag}-{n}"
+        return f"{self.config.prefix}{self.run_id}-{self.check_name}-{tag}-{self.runner.seq()}"
 
-    def note(self, text: str) -> None:
-        """Something worth knowing that does not fail the check (shown as ``warn``)."""
-        self.notes.append(text)
+    def warn(self, text: str, when: str) -> None:
+        """The engine tolerates what the plugin did; ``when`` says when it would bite."""
+        self.warnings.append(bites(text, when))
 
     def info(self, text: str) -> None:
         """A fact for the report (a measurement) that does not change the result."""
         self.infos.append(text)
 
-    def passed(self, name: str) -> bool:
-        """False when check ``name`` ran in this run and did not pass (True when not run)."""
+    def progress(self, text: str) -> None:
+        """A line for the user during a long phase."""
+        self.runner.say(f"  {self.check_name}: {text}")
+
+    def outcome(self, name: str) -> Outcome | None:
         r = self.results.get(name)
-        return r is None or r.outcome in ("pass", "warn")
+        return None if r is None else r.outcome
+
+    def refuses_remove_in_use(self) -> bool:
+        """Whether "in use" can be observed through a refused Remove: what
+        remove-while-mounted saw, or, when it did not run, a quick probe of the same."""
+        seen = self.outcome("remove-while-mounted")
+        if seen is not None:
+            return seen == "pass"
+        if self.runner.remove_guard is None:
+            name, mid = self.name("guard"), new_id()
+            self.create(name)
+            self.mount(name, mid)
+            r = self.call("VolumeDriver.Remove", {"Name": name})
+            self.runner.remove_guard = not _success(r)
+            if self.runner.remove_guard:
+                self.unmount(name, mid)
+                self.remove(name)
+            else:
+                self.untrack(name)
+        return self.runner.remove_guard
+
+    def remaining(self) -> float:
+        return self.runner.remaining()
 
     # -- calls ---------------------------------------------------------------------------
     def call(self, endpoint: str, body: Any = None, **kw: Any) -> Reply:
-        try:
-            return self.client.call(endpoint, body, **kw)
-        except (OSError, http.client.HTTPException) as e:
-            raise CheckFailed(
-                f"{endpoint}: transport error {type(e).__name__}: {e} (the plugin closed the "
-                f"connection or did not answer; the engine would retry with an empty body)"
-            ) from e
+        """One call with a deadline: the kit's call timeout, cut short by the run's budget. A
+        call that does not answer in time raises :class:`Hang`."""
+        return self.runner.call(endpoint, body, **kw)
 
     def decode(self, reply: Reply) -> dict[str, Any]:
         """The reply as the engine decodes it; fails on what the engine would reject."""
@@ -209,40 +195,56 @@ class Context:
         return out
 
     def refused(self, endpoint: str, body: Any = None, **kw: Any) -> str:
-        """Call and require a refusal the engine understands: a JSON object with ``Err``."""
+        """Call and require a refusal, as the engine reads one (moby pkg/plugins/client.go):
+        any status other than 200 is an error whose text is the ``Err`` field or else the raw
+        body; with 200, a JSON ``Err`` (or a body that does not decode). Returns the text the
+        user would read; an unreadable one is a warning."""
         r = self.call(endpoint, body, **kw)
         what = f"{r.endpoint} {_short(body)}"
-        obj = r.object()
-        if obj is None:
-            raise CheckFailed(
-                f"{what}: an error must be a JSON object with Err, got {r.describe()}"
-            )
-        err = r.err
-        if not err:
-            if r.status == 200:
-                raise CheckFailed(f"{what}: expected a refusal (Err), but the plugin succeeded")
-            raise CheckFailed(f"{what}: HTTP {r.status} without an Err text ({r.describe()})")
-        if r.status != 200:
-            self.note(
-                f"{what}: HTTP {r.status}; with 200 the user reads the Err text as is, with "
-                f"another status the engine prefixes it with '{r.endpoint}: '"
-            )
-        return err
+        if r.err:
+            return r.err
+        if r.status == 200 and r.object() is not None:
+            raise CheckFailed(f"{what}: expected a refusal (Err), but the plugin succeeded")
+        text = r.body.decode("utf-8", "replace").strip()
+        self.warn(
+            f"{what}: the error is not a JSON object with Err ({r.describe()}); the engine "
+            f"shows the raw body as the message: {r.endpoint}: {text[:60]!r}",
+            "when the body is an HTML page or a stack trace: users read it verbatim in "
+            "docker's error message",
+        )
+        return text
 
     # -- volume helpers that remember what to clean up ---------------------------------------
-    def opts(self, opts: dict[str, str] | None = None) -> dict[str, str] | None:
-        """The Opts to send: the configured options when there are some, else ``opts``."""
-        return dict(self.config.opts) if self.config.opts is not None else opts
+    def opts(self, name: str, opts: dict[str, str] | None = None) -> dict[str, str] | None:
+        """The Opts to send for volume ``name``: the configured options (with ``{name}``
+        replaced) when there are some, else ``opts``."""
+        if self.config.opts is None:
+            return opts
+        return {k: v.replace("{name}", name) for k, v in self.config.opts.items()}
 
-    def create(self, name: str, opts: dict[str, str] | None = None) -> None:
+    def track(self, name: str) -> None:
         with self._lock:
             self.created.add(name)
-        self.ok("VolumeDriver.Create", {"Name": name, "Opts": self.opts(opts)})
+
+    def untrack(self, name: str) -> None:
+        with self._lock:
+            self.created.discard(name)
+
+    def create(self, name: str, opts: dict[str, str] | None = None) -> None:
+        self.track(name)
+        self.ok("VolumeDriver.Create", {"Name": name, "Opts": self.opts(name, opts)})
+
+    def try_create(self, name: str) -> Reply:
+        """Create and return the reply, whatever it is (tracked for cleanup either way)."""
+        self.track(name)
+        r = self.call("VolumeDriver.Create", {"Name": name, "Opts": self.opts(name)})
+        if not _success(r):
+            self.untrack(name)
+        return r
 
     def remove(self, name: str) -> None:
         self.ok("VolumeDriver.Remove", {"Name": name})
-        with self._lock:
-            self.created.discard(name)
+        self.untrack(name)
 
     def mount(self, name: str, mount_id: str) -> str:
         with self._lock:
@@ -251,6 +253,7 @@ class Context:
         path = out.get("Mountpoint") or ""
         if not path:
             raise CheckFailed(f"Mount {name!r}: the reply has no Mountpoint")
+        self.runner.leftovers.saw_mountpoint(name, str(path))
         return str(path)
 
     def unmount(self, name: str, mount_id: str) -> None:
@@ -260,15 +263,11 @@ class Context:
                 self.mounts[(name, mount_id)] -= 1
 
     def get(self, name: str) -> dict[str, Any] | None:
-        """Get as the engine reads it: the volume, or ``None`` for "not found" (Err or null)."""
+        """Get as the engine reads it: the volume, or ``None`` for "not found" (any error,
+        or a null Volume)."""
         r = self.call("VolumeDriver.Get", {"Name": name})
-        obj = r.object()
-        if obj is None:
-            raise CheckFailed(f"Get {name!r}: the reply is not a JSON object ({r.describe()})")
-        if r.err:
+        if r.status != 200 or r.err:
             return None
-        if r.status != 200:
-            raise CheckFailed(f"Get {name!r}: {r.describe()}")
         vol = self.decode(r).get("Volume")
         return vol if isinstance(vol, dict) else None
 
@@ -283,22 +282,51 @@ class Context:
         return [str((v or {}).get("Name", "")) for v in vols]
 
     def cleanup(self) -> None:
-        """Undo what the check left behind; errors here are not the check's result."""
+        """Undo what the check left behind; what cannot be undone goes into the leftovers."""
         with self._lock:
             mounts = [(k, n) for k, n in self.mounts.items() if n > 0]
             names = sorted(self.created)
             self.mounts.clear()
             self.created.clear()
+        left = self.runner.leftovers
+        if self.runner.stopped:  # nothing answers: calling would only wait for deadlines
+            for (name, mid), _n in mounts:
+                left.mount_held(name, mid)
+            for name in names:
+                left.volume(name, "the plugin stopped answering")
+            return
+        silent = False  # after one call without an answer, the rest would wait as long
         for (name, mid), n in mounts:
             for _ in range(n):
-                _quiet(self.client, "VolumeDriver.Unmount", {"Name": name, "ID": mid})
+                done = (
+                    None
+                    if silent
+                    else self.runner.quiet_call("VolumeDriver.Unmount", {"Name": name, "ID": mid})
+                )
+                silent = silent or done is None
+                if not done:
+                    left.mount_held(name, mid)
+                    break
         for name in names:
-            _quiet(self.client, "VolumeDriver.Remove", {"Name": name})
+            done = None if silent else self.runner.quiet_call("VolumeDriver.Remove", {"Name": name})
+            silent = silent or done is None
+            if done is None:
+                left.volume(name, "Remove did not answer")
+            elif not done and self.get_quietly(name):
+                left.volume(name, "Remove failed")
+
+    def get_quietly(self, name: str) -> bool:
+        """Whether the volume still exists (True when that cannot be told)."""
+        with contextlib.suppress(Exception):
+            r = self.runner.client.call(
+                "VolumeDriver.Get", {"Name": name}, timeout=self.config.call_timeout
+            )
+            return r.status == 200 and not r.err
+        return True
 
 
-def _quiet(client: WireClient, endpoint: str, body: Any) -> None:
-    with contextlib.suppress(OSError):
-        client.call(endpoint, body, timeout=30)
+def _success(r: Reply) -> bool:
+    return r.status == 200 and not r.err and r.object() is not None
 
 
 def _short(body: Any) -> str:
@@ -307,65 +335,176 @@ def _short(body: Any) -> str:
     return ""
 
 
-def select(
-    only: Iterable[str] = (), skip: Iterable[str] = (), destructive: bool = False
-) -> list[Check]:
-    """The checks to run, in suite order; unknown names raise ``KeyError`` with the choices."""
-    from . import checks as _checks  # noqa: F401  (registers the checks)
-
-    only, skip = list(only), list(skip)
-    for n in [*only, *skip]:
-        if n not in CHECKS:
-            raise KeyError(f"unknown check {n!r}; the checks are: {', '.join(CHECKS)}")
-    ordered = sorted(CHECKS.values(), key=lambda c: c.destructive)  # stable: faults last
-    chosen = [c for c in ordered if not only or c.name in only]
-    if not destructive:
-        chosen = [c for c in chosen if not c.destructive]
-    return [c for c in chosen if c.name not in skip]
-
-
 class Runner:
     """Runs checks one at a time against one plugin and keeps their results."""
 
     def __init__(
-        self, client: WireClient, config: Config | None = None, faults: Faults | None = None
+        self,
+        client: WireClient,
+        config: Config | None = None,
+        faults: Faults | None = None,
+        *,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.config = config or Config()
         self.faults = faults
         self.run_id = secrets.token_hex(3)
         self.results: dict[str, Result] = {}
+        self.leftovers = Leftovers(client.address)
+        self._say = say
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._deadline: float | None = None
+        #: Why the run stopped early (the plugin hung), or "".
+        self.stopped = ""
+        #: Seconds per answered call, by endpoint (for the slow-plugin report).
+        self.seconds: dict[str, list[float]] = {}
+        #: Calls that did not answer in time, and calls the budget cut short.
+        self.hangs = 0
+        self.out_of_budget = 0
+        #: Whether the plugin refuses to remove a mounted volume (probed once, when needed).
+        self.remove_guard: bool | None = None
 
-    def run_one(self, chk: Check) -> Result:
-        ctx = Context(self.client, self.config, self.faults, self.results, self.run_id)
-        ctx.check_name = chk.name
-        t0 = time.monotonic()
+    # -- shared by contexts ------------------------------------------------------------------
+    def seq(self) -> int:
+        with self._lock:
+            self._seq += 1
+            return self._seq
+
+    def say(self, text: str) -> None:
+        if self._say is not None:
+            self._say(text)
+
+    def start_clock(self) -> None:
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.config.budget
+
+    def remaining(self) -> float:
+        self.start_clock()
+        assert self._deadline is not None
+        return self._deadline - time.monotonic()
+
+    def call(self, endpoint: str, body: Any = None, **kw: Any) -> Reply:
+        left = self.remaining()
+        if left <= 0:
+            self.out_of_budget += 1
+            raise OutOfTime(self.out_of_time())
+        limit = kw.pop("timeout", None) or self.config.call_timeout
+        timeout = min(limit, left)
         try:
-            if chk.destructive and self.faults is None:
-                raise Skipped("destructive checks need a way to restart the plugin")
-            chk.func(ctx)
-            res = Result(
-                chk, "warn" if ctx.notes else "pass", "; ".join(ctx.notes[:1] or ctx.infos)
-            )
-        except CheckFailed as e:
-            res = Result(chk, "fail", str(e))
-        except Skipped as e:
-            res = Result(chk, "skip", str(e))
-        except Exception as e:  # a bug in the kit or an unexpected reply: report, go on
-            tb = traceback.format_exc(limit=3)
-            res = Result(chk, "error", f"{type(e).__name__}: {e}", [tb])
-        finally:
+            r = self.client.call(endpoint, body, timeout=timeout, **kw)
+        except TimeoutError as e:
+            if timeout < limit:
+                self.out_of_budget += 1
+                raise OutOfTime(self.out_of_time()) from e
+            self.hangs += 1
+            raise Hang(
+                endpoint if "." in endpoint else f"VolumeDriver.{endpoint}",
+                timeout,
+                f"the engine waits {engine_deadline(endpoint):g}s, then fails the docker "
+                f"command; a plugin this slow stalls every command that needs it",
+            ) from e
+        except (OSError, http.client.HTTPException) as e:
+            raise CheckFailed(
+                f"{endpoint}: transport error {type(e).__name__}: {e} (the plugin closed the "
+                f"connection without a reply; the engine retries, with an empty body)"
+            ) from e
+        with self._lock:
+            self.seconds.setdefault(r.endpoint, []).append(r.seconds)
+        return r
+
+    def quiet_call(self, endpoint: str, body: Any) -> bool | None:
+        """A cleanup call: True when it succeeded, None when it did not answer in time;
+        never raises."""
+        try:
+            r = self.client.call(endpoint, body, timeout=self.config.call_timeout)
+        except TimeoutError:
+            return None
+        except Exception:
+            return False
+        return _success(r)
+
+    def out_of_time(self) -> str:
+        slow = sorted(((max(v), k) for k, v in self.seconds.items() if v), reverse=True)[:3]
+        worst = ", ".join(f"{k.split('.')[-1]} {s:.2f}s" for s, k in slow) or "none"
+        calls = sum(len(v) for v in self.seconds.values())
+        med = statistics.median([x for v in self.seconds.values() for x in v] or [0.0])
+        return (
+            f"the run's time budget of {self.config.budget:g}s is used up ({calls} calls "
+            f"answered, median {med * 1000:.0f} ms, slowest: {worst}); raise --budget to run "
+            f"the rest"
+        )
+
+    def probe(self) -> tuple[list[str], list[str]]:
+        """Which calls still answer (fresh connections, short deadline): (answering, not)."""
+        some = next(iter(sorted(self.leftovers.mountpoints)), self.config.prefix + "probe")
+        probes: list[tuple[str, Any]] = [
+            ("VolumeDriver.Capabilities", {}),
+            ("VolumeDriver.List", {}),
+            ("VolumeDriver.Get", {"Name": some}),
+        ]
+        answering: list[str] = []
+        silent: list[str] = []
+
+        def one(ep: str, body: Any) -> None:
+            try:
+                self.client.call(ep, body, timeout=min(3.0, self.config.call_timeout))
+                answering.append(ep.split(".")[-1])
+            except Exception:
+                silent.append(ep.split(".")[-1])
+
+        ts = [threading.Thread(target=one, args=p, daemon=True) for p in probes]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(10)
+        order = [p[0].split(".")[-1] for p in probes]
+        return (
+            [x for x in order if x in answering],
+            [x for x in order if x not in answering],
+        )
+
+    # -- running ------------------------------------------------------------------------------
+    def run_one(self, chk: Check[Any]) -> Result:
+        self.start_clock()
+        ctx = Context(self, chk.name)
+        t0 = time.monotonic()
+        if self.stopped:
+            res = Result(chk, "skip", f"not run: {self.stopped}")
+        elif self.remaining() <= 0 and not chk.after_budget:
+            res = Result(chk, "skip", f"not run: {self.out_of_time()}")
+        elif chk.destructive and self.faults is None:
+            res = Result(chk, "skip", "destructive checks need a way to restart the plugin")
+        else:
+            hangs, cut = self.hangs, self.out_of_budget
+            res = execute(chk, ctx, ctx.warnings, ctx.infos)
+            if self.hangs > hangs and res.outcome == "fail":
+                self._after_hang(chk, res)
+            elif self.out_of_budget > cut and res.outcome == "skip":
+                res = self._out_of_time_verdict(chk, res)
             with contextlib.suppress(Exception):  # cleanup is best effort by design
                 ctx.cleanup()
-        if res.outcome == "fail" and ctx.infos:
-            res.notes.extend(ctx.infos)
-        res.notes = [*ctx.notes, *res.notes]
         res.seconds = time.monotonic() - t0
         self.results[chk.name] = res
         return res
 
+    def _after_hang(self, chk: Check[Any], res: Result) -> None:
+        answering, silent = self.probe()
+        res.message += (
+            f"; still answering: {', '.join(answering) or 'nothing'}"
+            f"; not answering: {', '.join(silent) or 'nothing'}"
+        )
+        if "Get" in silent or "List" in silent:
+            self.stopped = f"the plugin hung in {chk.name} ({', '.join(silent)} no longer answer)"
+
+    def _out_of_time_verdict(self, chk: Check[Any], res: Result) -> Result:
+        """The budget ran out inside this check: not the plugin's failure as such (the
+        latency check judges speed, on what the run measured); say what was measured."""
+        return Result(chk, "skip", f"not finished: {self.out_of_time()}", res.notes)
+
     def run(
-        self, checks: Sequence[Check], progress: Callable[[Result], None] | None = None
+        self, checks: Sequence[Check[Any]], progress: Callable[[Result], None] | None = None
     ) -> list[Result]:
         out = []
         for chk in checks:
@@ -373,7 +512,12 @@ class Runner:
             if progress is not None:
                 progress(res)
             out.append(res)
+        self.finish()
         return out
+
+    def finish(self) -> None:
+        """Look for what the run left on this host (mounts, directories)."""
+        self.leftovers.inspect_host(self.stopped == "")
 
 
 def run(
@@ -386,6 +530,8 @@ def run(
 ) -> list[Result]:
     """Run the suite against a plugin (an address or a client). Destructive checks run when
     ``faults`` is given."""
+    from .catalog import select
+
     wc = client if isinstance(client, WireClient) else WireClient(client)
     checks = select(only, skip, destructive=faults is not None)
     return Runner(wc, config, faults).run(checks)
