@@ -22,7 +22,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 #: Smaller runs for ``--quick`` (the scripts' own options).
 QUICK_ARGS = {
     "block_bench.py": ["--repeats", "3"],
-    "cluster_bench.py": ["--volumes", "20", "--repeats", "5", "--ttls", "2"],
+    "cluster_bench.py": ["--volumes", "20", "--repeats", "5", "--ttls", "2", "--fence-runs", "2"],
 }
 
 

@@ -326,6 +326,7 @@ def _side_servers(args: argparse.Namespace, app: Any, service: Any, tcp_plan: An
         from dockvol._engine.heal import healing
 
         out.append(healing(service, args.docker_host, every=args.heal_every))
+        service.healing = True
     if not args.metrics:
         return out  # no listener, no per-request counting
     from dockvol import __version__

@@ -86,6 +86,11 @@ def render(reply: dict[str, Any], sock: Path) -> str:
             f"  FENCED:   {_safe(name)}: {_safe(why)}; its containers here get write errors: "
             "stop them, restart the plugin, then start them again"
         )
+    for name, why in sorted((reply.get("unfenced") or {}).items()):
+        lines.append(
+            f"  UNFENCED: {_safe(name)}: {_safe(why)}; its driver cannot stop writes: stop its "
+            "containers here before another node uses it"
+        )
     lines += _suspects(reply, volumes, sock)
     if volumes:
         width = min(40, max(4, *(len(_safe(v.get("name", ""))) for v in volumes)))

@@ -115,6 +115,10 @@ class VolumeService:
         self._volumes: OrderedDict[str, tuple[VolumeRecord, Volume]] = OrderedDict()
         #: Volumes fenced on this host (name -> why): no new mounts until the plugin restarts.
         self._fenced: dict[str, str] = {}
+        #: Volumes a fence was asked for that the driver could not fence (name -> why).
+        self._unfenced: dict[str, str] = {}
+        #: An engine watcher releases mount records no container needs (serve --docker-host).
+        self.healing = False
         self._registry_status = type(registry).status is not Registry.status
         #: Optional observer of driver failures (metrics).
         self.on_driver_error: Callable[[], None] | None = None
@@ -212,6 +216,8 @@ class VolumeService:
             status = self._driver_status(rec.name, rec, rec.mountpoint)
         if rec.name in self._fenced:
             status = {**status, "fenced": self._fenced[rec.name]}
+        elif rec.name in self._unfenced:
+            status = {**status, "unfenced": self._unfenced[rec.name]}
         return VolumeInfo(
             name=rec.name,
             created_at=rec.created_at,
@@ -282,6 +288,8 @@ class VolumeService:
             "volumes": vols,
             "active_mounts": mounts,
             "fenced": dict(self._fenced),
+            "unfenced": dict(self._unfenced),
+            "healing": self.healing,
             "health": self.health.as_dict(),
         }
 
@@ -529,9 +537,10 @@ class VolumeService:
         """Stop writes to the named volumes mounted on this host (blocking; any thread).
 
         Called when this host can no longer prove it alone holds them (a cluster lease about to
-        lapse). Each is fenced by the driver; from then on it refuses new mounts and reports
-        ``fenced`` until the plugin restarts. Returns name -> fenced by the driver (``False``:
-        the driver cannot fence, as for a plain directory).
+        lapse). Each is fenced by the driver; a fenced volume refuses new mounts and reports
+        ``fenced`` until the plugin restarts. A volume the driver cannot fence (a plain
+        directory) is reported as ``unfenced`` and keeps serving: nothing was stopped, so
+        refusing its mounts would protect nothing. Returns name -> fenced by the driver.
         """
         done: dict[str, bool] = {}
         for name in names:
@@ -543,20 +552,27 @@ class VolumeService:
             except Exception:
                 log.exception("fencing volume %r failed", name)
                 ok = False
-            self._fenced[name] = reason if ok else f"{reason}; the driver could not fence it"
+            if ok:
+                self._fenced[name] = reason
+                self.health.problems.append(
+                    f"volume {name!r} fenced: {reason}; restart the plugin, then the containers "
+                    "that use it"
+                )
+                log.error(
+                    "volume %r fenced: %s; its containers on this host must be restarted",
+                    name,
+                    reason,
+                )
+            else:
+                self._unfenced[name] = reason
+                log.error(
+                    "volume %r could NOT be fenced (%s): its driver cannot stop writes; its "
+                    "containers on this host may still write while another node uses it",
+                    name,
+                    reason,
+                )
             self._infos.pop(name, None)
             done[name] = ok
-            log.error(
-                "volume %r %s: %s; its containers on this host must be restarted",
-                name,
-                "fenced" if ok else "NOT fenced (driver cannot)",
-                reason,
-            )
-        if done:
-            self.health.problems.append(
-                f"fenced {', '.join(sorted(done))}: {reason}; restart the plugin and the "
-                "containers that use them"
-            )
         return done
 
 
