@@ -2,7 +2,8 @@
 
 One ``dockvol serve --driver local --csi-endpoint ...``: CreateVolume (gRPC) against Create
 (the Docker socket), and NodeStageVolume + NodePublishVolume (two calls, real bind mounts)
-against Mount; each measured on its own volumes, one call at a time, from one client.
+against Mount, and NodePublish alone (Swarm's path: the plugin offers no staging); each measured
+on its own volumes, one call at a time, from one client.
 Run it: ``python -m bench.csi_bench [--n N]`` (root: publishing bind-mounts).
 """
 
@@ -93,6 +94,21 @@ def run(n: int = 200) -> dict[str, Any]:
                 )
             )  # fmt: skip
             stage_publish.append(clock() - t0)
+        # Swarm's path: no staging (the plugin does not offer it), NodePublish mounts.
+        publish_only: list[float] = []
+        for i in range(n):
+            controller.CreateVolume(pb.CreateVolumeRequest(name=f"p{i}", volume_capabilities=[cap]))
+            target = work / f"p{i}"
+            t0 = clock()
+            node.NodePublishVolume(
+                pb.NodePublishVolumeRequest(
+                    volume_id=f"p{i}", target_path=str(target), volume_capability=cap
+                )
+            )
+            publish_only.append(clock() - t0)
+            node.NodeUnpublishVolume(
+                pb.NodeUnpublishVolumeRequest(volume_id=f"p{i}", target_path=str(target))
+            )
         for i in range(n):
             staging, target = work / f"s{i}", work / f"t{i}"
             node.NodeUnpublishVolume(
@@ -107,6 +123,7 @@ def run(n: int = 200) -> dict[str, Any]:
             "CSI CreateVolume": stats.summary(csi_create),
             "docker Mount (first user)": stats.summary(mount),
             "CSI NodeStage+NodePublish": stats.summary(stage_publish),
+            "CSI NodePublish (no staging, as Swarm)": stats.summary(publish_only),
         }
         return {"driver": "local", "n": n, "rows": rows, "load": stats.load_average()}
     finally:

@@ -113,6 +113,20 @@ def test_publish_without_staging(csi_plugin: CsiProcess) -> None:
     csi_plugin.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id="v1"))
 
 
+def test_publish_registers_a_volume_from_its_context(csi_plugin: CsiProcess) -> None:
+    """Swarm without staging: the first call a node sees for a volume is NodePublish."""
+    _, target = paths(csi_plugin)
+    context = {"mode": "0700", "dockvol/volume": "1"}
+    csi_plugin.node.NodePublishVolume(
+        pb.NodePublishVolumeRequest(
+            volume_id="elsewhere", target_path=str(target), volume_capability=cap(),
+            volume_context=context,
+        )
+    )  # fmt: skip
+    assert os.stat(target).st_mode & 0o777 == 0o700
+    unpublish(csi_plugin, "elsewhere", target)
+
+
 def test_read_only_publish(csi_plugin: CsiProcess) -> None:
     create(csi_plugin, "v1")
     staging, target = paths(csi_plugin)

@@ -116,8 +116,9 @@ class Node(pb_grpc.NodeServicer):
         service = self.p.service
         async with self.p.node_locks.hold(volume_id):
             info = service.get(volume_id)
-            if info is None:
-                raise _not_found(volume_id)
+            if info is None:  # not staged here (no staging is offered): register it now
+                with self.p.secrets.given(request.secrets):
+                    info = await self._register(volume_id, dict(request.volume_context))
             self.p.access.check([cap], info.options)
             if publish_id(target, not readonly) in info.mount_ids:
                 raise CsiError(
