@@ -57,20 +57,36 @@ def _create_all(ctx: Context, names: list[tuple[str, str]]) -> list[tuple[str, s
     return accepted
 
 
-def _listed_once(ctx: Context, accepted: list[tuple[str, str]], when: str) -> None:
+def _listed_once(
+    ctx: Context, accepted: list[tuple[str, str]], when: str, problems: list[str]
+) -> list[tuple[str, str]]:
+    """The names List and Get give back exactly; a problem is noted for each other one."""
     listed = ctx.list_names()
+    good = []
     for label, name in accepted:
         if listed.count(name) != 1:
-            raise CheckFailed(
+            problems.append(
                 f"{when}List shows the name with {label} ({name!r}) {listed.count(name)} "
                 f"times, not once"
             )
-        got = ctx.must_exist(name, f" ({label}){' ' + when.strip(', ') if when else ''}")
-        if got.get("Name") != name:
-            raise CheckFailed(
+            continue
+        got = ctx.get(name)
+        if got is None:
+            problems.append(f"{when}Get of the name with {label} ({name!r}) finds nothing")
+        elif got.get("Name") != name:
+            problems.append(
                 f"{when}Get {name!r} ({label}) returned Name {got.get('Name')!r}: the engine "
                 f"records the name the plugin returns"
             )
+        else:
+            good.append((label, name))
+    return good
+
+
+def _judge(problems: list[str]) -> None:
+    if problems:
+        many = f"{len(problems)} problems: " if len(problems) > 1 else ""
+        raise CheckFailed(many + "; ".join(problems))
 
 
 @check(
@@ -80,7 +96,8 @@ def _listed_once(ctx: Context, accepted: list[tuple[str, str]], when: str) -> No
     "shell metacharacters, a backslash, unicode and 255 bytes are created, listed once and "
     "got with their exact names, mounted at distinct paths (when the paths are directories "
     "on the kit's host, a file written into one must not appear in another), unmounted and "
-    "removed, and removing one leaves the others. Refusing a name at Create is a warning.",
+    "removed, and removing one leaves the others. Every problem is reported, not only the first. Refusing "
+    "a name at Create is a warning.",
     why="The engine records the Name the plugin returns and validates none: a changed name "
     "makes the volume unreachable under the name the user chose; two names on one directory "
     "mix two users' data; a volume that cannot be removed stays forever.",
@@ -94,46 +111,68 @@ def _listed_once(ctx: Context, accepted: list[tuple[str, str]], when: str) -> No
 def names(ctx: Context) -> None:
     prefix = f"{ctx.config.prefix}{ctx.run_id}-nm{ctx.runner.seq()}-"
     accepted = _create_all(ctx, odd_names(prefix))
-    if not accepted:
-        return
-    _listed_once(ctx, accepted, "")
+    problems: list[str] = []
+    good = _listed_once(ctx, accepted, "", problems)
     paths: dict[str, tuple[str, str]] = {}
     ids: list[tuple[str, str]] = []
-    for label, name in accepted:
+    for label, name in good:
         mid = new_id()
-        path = ctx.mount(name, mid)
+        try:
+            path = ctx.mount(name, mid)
+        except CheckFailed as e:
+            problems.append(_mount_refused(label, name, str(e), paths))
+            continue
         ids.append((name, mid))
         if path in paths:
-            raise CheckFailed(
+            problems.append(
                 f"the names with {paths[path][0]} ({paths[path][1]!r}) and with {label} "
                 f"({name!r}) are mounted at one path {path!r}: two volumes share storage"
             )
+            continue
         paths[path] = (label, name)
-    _shared_storage(ctx, paths)
+    shared = _shared_storage(ctx, paths)
+    if shared:
+        problems.append(shared)
     for name, mid in ids:
         ctx.unmount(name, mid)
-    remaining = dict((n, lbl) for lbl, n in accepted)
+    alive = {n: lbl for lbl, n in accepted}
     for label, name in accepted:
         r = ctx.call("VolumeDriver.Remove", {"Name": name})
         if not _ok(r):
-            raise CheckFailed(
+            problems.append(
                 f"Remove of the name with {label} ({name!r}) fails ({r.err or r.describe()}): "
                 f"docker volume rm cannot remove it"
             )
+            continue
         ctx.untrack(name)
-        del remaining[name]
+        del alive[name]
         if ctx.get(name) is not None:
-            raise CheckFailed(f"after Remove, Get still finds the name with {label}")
-        for other, olabel in remaining.items():
+            problems.append(f"after Remove, Get still finds the name with {label}")
+        for other, olabel in list(alive.items()):
             if ctx.get(other) is None:
-                raise CheckFailed(
+                del alive[other]
+                problems.append(
                     f"removing the name with {label} ({name!r}) also removed the one with "
                     f"{olabel} ({other!r})"
                 )
+    _judge(problems)
 
 
-def _shared_storage(ctx: Context, paths: dict[str, tuple[str, str]]) -> None:
-    """Write one file into each mount; none may show up in another volume's mount."""
+def _mount_refused(label: str, name: str, error: str, mounted: dict[str, tuple[str, str]]) -> str:
+    """Why a Mount of an odd name failed, in terms of the names already mounted."""
+    for path, (olabel, oname) in mounted.items():
+        if path in error:
+            return (
+                f"Mount of the name with {label} ({name!r}) fails because the path of the name "
+                f"with {olabel} ({oname!r}), {path}, is in the way: the two names collide on "
+                f"one path ({error})"
+            )
+    return f"Mount of the name with {label} ({name!r}) fails: {error}"
+
+
+def _shared_storage(ctx: Context, paths: dict[str, tuple[str, str]]) -> str:
+    """Write one file into each mount; none may show up in another volume's mount. Returns
+    the problem, or ""."""
     written: dict[str, Path] = {}
     try:
         for i, path in enumerate(paths):
@@ -142,16 +181,17 @@ def _shared_storage(ctx: Context, paths: dict[str, tuple[str, str]]) -> None:
                 marker.write_text(path)
             except OSError:
                 ctx.info("storage sharing not observed: the mount paths are not writable here")
-                return
+                return ""
             written[path] = marker
         for path, (label, name) in paths.items():
             for other, marker in written.items():
                 if other != path and Path(path, marker.name).exists():
                     olabel, oname = paths[other]
-                    raise CheckFailed(
+                    return (
                         f"the volumes named with {label} ({name!r}) and with {olabel} "
                         f"({oname!r}) share storage: a file written into one appears in the other"
                     )
+        return ""
     finally:
         for marker in written.values():
             try:
@@ -163,9 +203,10 @@ def _shared_storage(ctx: Context, paths: dict[str, tuple[str, str]]) -> None:
 @check(
     "names-restart",
     title="Names stay exact and distinct across a restart",
-    checks="The names of `names` are created, the plugin is killed and restarted, and List "
-    "and Get must give back every name exactly, once each, and no other name of the kit's; "
-    "then each is removed.",
+    checks="The names of `names` are created; those that List and Get give back exactly "
+    "(the others are `names`' failures) must still be given back exactly, once each, after the "
+    "plugin is killed and restarted, and no other name of the kit's may appear; then each is "
+    "removed.",
     why="A plugin that rebuilds its volume list from directory names after a restart turns "
     "`p/q` into `p` and merges `x/../y` into `y`: after the next engine start (which sends "
     "Get for every volume) the engine forgets the volumes the plugin no longer knows by "
@@ -181,18 +222,23 @@ def names_restart(ctx: Context) -> None:
     accepted = _create_all(ctx, odd_names(prefix))
     if not accepted:
         raise Skipped("every unusual name was refused at Create")
+    # Only names that lived through the lifecycle before the restart are judged after it.
+    problems: list[str] = []
+    accepted = _listed_once(ctx, accepted, "", problems)
+    if not accepted:
+        raise Skipped(f"no unusual name was listed and got before the restart ({problems[0]})")
+    problems = []
     crash_and_restart(ctx)
-    _listed_once(ctx, accepted, "after a restart, ")
+    _listed_once(ctx, accepted, "after a restart, ", problems)
     mine = {n for _, n in accepted}
     strangers = [n for n in ctx.list_names() if n.startswith(prefix) and n not in mine]
     if strangers:
         ctx.created.update(strangers)
-        raise CheckFailed(
+        problems.append(
             f"after a restart List shows {strangers[0]!r}, a name never created: the plugin "
             f"rebuilt names from paths"
         )
-    for _label, name in accepted:
-        ctx.remove(name)
+    _judge(problems)
 
 
 def _probe_names(prefix: str, markers: Path, tag: str) -> list[tuple[str, str, list[Path]]]:

@@ -247,9 +247,16 @@ class Context:
         self.untrack(name)
 
     def mount(self, name: str, mount_id: str) -> str:
+        # Counted before the call: a Mount whose reply is lost may have happened.
         with self._lock:
             self.mounts[(name, mount_id)] += 1
-        out = self.ok("VolumeDriver.Mount", {"Name": name, "ID": mount_id})
+        try:
+            out = self.ok("VolumeDriver.Mount", {"Name": name, "ID": mount_id})
+        except CheckFailed as e:
+            if e.args and "expected success" in str(e.args[0]):  # refused: nothing to undo
+                with self._lock:
+                    self.mounts[(name, mount_id)] -= 1
+            raise
         path = out.get("Mountpoint") or ""
         if not path:
             raise CheckFailed(f"Mount {name!r}: the reply has no Mountpoint")
