@@ -278,11 +278,14 @@ def test_multi_node_volume_serves_a_global_service_on_every_node(
         BUSYBOX_IMAGE, "sh", "-c", "echo hi > /d/$(hostname); sleep 300",
     )  # fmt: skip
     try:
-        wait_for(
-            lambda: sorted(_running_on(sw, svc)) == sorted(sw.ids),
-            timeout=180,
-            what=f"a task on every node\n{sw.logs()}",
-        )
+        try:
+            wait_for(lambda: sorted(_running_on(sw, svc)) == sorted(sw.ids), timeout=180)
+        except AssertionError:
+            tasks = sw.manager.docker("service", "ps", "--no-trunc", svc, check=False).stdout
+            volume = sw.manager.docker("volume", "inspect", vol, check=False).stdout
+            raise AssertionError(
+                f"no task on every node:\n{tasks}\n{volume}\n{sw.logs()}"
+            ) from None
         (vol_dir,) = wait_for(lambda: _volume_dirs(sw), what="the volume's directory")
         # Both tasks, on two nodes at once, wrote into the one volume.
         wait_for(lambda: len(list(vol_dir.iterdir())) == 2, what="a file from each task")
