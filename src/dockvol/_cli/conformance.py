@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from . import csi_conformance
 from .call import add_target_args, target_address
 
 EPILOG = """Each check is documented in docs/conformance.md. The kit creates volumes named
@@ -144,12 +145,15 @@ def register(subparsers: Any) -> None:
         "(repeatable; default: none, as docker volume create without -o)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and summary")
+    csi_conformance.add_args(p)
     p.set_defaults(func=_conformance)
 
 
 def _conformance(args: argparse.Namespace) -> int:
     from dockvol.testing import Config, Runner, ShellFaults, WireClient, report, select
 
+    if args.csi_endpoint:  # a CSI plugin: its own suite, the same reports
+        return csi_conformance.run(args, _names)
     try:
         checks = select(_names(args.only), _names(args.skip), destructive=args.destructive)
     except KeyError as e:

@@ -1,0 +1,101 @@
+"""``dockvol conformance --csi-endpoint unix:///path/csi.sock``: the CSI suite from the CLI.
+
+conformance.py registers the flags (:func:`add_args`) and hands a run with ``--csi-endpoint``
+to :func:`run`; the reports are the Docker-protocol kit's (text, --json, --junit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--csi-endpoint",
+        metavar="ENDPOINT",
+        help="check a CSI plugin (any language) instead: unix:///path/csi.sock or a bare path",
+    )
+    p.add_argument(
+        "--csi-staging-dir",
+        metavar="DIR",
+        help="where the kit makes staging paths (default: a new temporary directory); the "
+        "plugin must see the same paths",
+    )
+    p.add_argument(
+        "--csi-target-dir",
+        metavar="DIR",
+        help="where the kit makes the parents of target paths (default: a new temporary directory)",
+    )
+
+
+def run(args: argparse.Namespace, names: Any) -> int:
+    from dockvol.testing import report
+    from dockvol.testing.csi import Config, CsiClient, CsiRunner, select
+
+    try:
+        checks = select(names(args.only), names(args.skip))
+    except KeyError as e:
+        print(f"dockvol conformance: {e.args[0]}", file=sys.stderr)
+        return 2
+    if args.list:
+        for c in checks:
+            print(f"{c.name:<24} {c.title}")
+        return 0
+    params: dict[str, str] = {}
+    for o in args.opt:
+        k, sep, v = o.partition("=")
+        if not sep or not k:
+            print(f"dockvol conformance: option {o!r}: write it as key=value", file=sys.stderr)
+            return 2
+        params[k] = v
+    try:
+        client = CsiClient(args.csi_endpoint)
+    except ValueError as e:
+        print(f"dockvol conformance: {e}", file=sys.stderr)
+        return 2
+    from dockvol._csi import csi_pb2 as pb
+
+    try:
+        client.call("GetPluginInfo", pb.GetPluginInfoRequest(), min(args.call_timeout, 10.0))
+    except (ConnectionError, TimeoutError) as e:
+        print(
+            f"dockvol conformance: cannot reach the CSI plugin at {args.csi_endpoint}: {e}; "
+            "is it running?",
+            file=sys.stderr,
+        )
+        return 3
+    config = Config(
+        parameters=params,
+        call_timeout=args.call_timeout,
+        staging_dir=Path(args.csi_staging_dir) if args.csi_staging_dir else None,
+        target_dir=Path(args.csi_target_dir) if args.csi_target_dir else None,
+    )
+    runner = CsiRunner(client, config, say=lambda t: print(t, file=sys.stderr, flush=True))
+    print(
+        f"dockvol conformance: {len(checks)} CSI checks against {args.csi_endpoint}, call "
+        f"timeout {config.call_timeout:g}s",
+        file=sys.stderr,
+    )
+    if not args.quiet:
+        print(report.header(), flush=True)
+
+    def progress(res: Any) -> None:
+        if not args.quiet or not res.ok:
+            print(report.row(res), flush=True)
+
+    try:
+        results = runner.run(checks, progress)
+    finally:
+        runner.close()
+    print()
+    print(report.summary(results))
+    print(runner.leftovers.render())
+    target = str(args.csi_endpoint)
+    if args.json:
+        report.write_json(args.json, results, target, runner.leftovers)  # type: ignore[arg-type]
+    if args.junit:
+        report.write_junit(args.junit, results, target)
+    return 0 if all(r.ok for r in results) else 1
