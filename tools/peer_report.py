@@ -53,7 +53,7 @@ def _load(out: Path, name: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     return (json.loads(report.read_text()) if report.exists() else None), meta
 
 
-def _short(text: str, width: int = 400) -> str:
+def _short(text: str, width: int = 1200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -126,10 +126,12 @@ def _section(label: str, report: dict[str, Any], meta: dict[str, Any]) -> str:
             out += [f"**{title}:**", "", *by[key], ""]
     passed = [c["check"] for c in report["checks"] if c["result"] == "pass"]
     if passed:
-        out += textwrap.wrap("**Passed:** " + ", ".join(f"`{p}`" for p in passed), 100)
+        out += textwrap.wrap(
+            "**Passed:** " + ", ".join(f"`{p}`" for p in passed), 100, break_on_hyphens=False
+        )
         out.append("")
     left = _left(report.get("left_behind", {}))
-    out += ["**Left behind:** " + ("nothing." if not left else ""), ""]
+    out += ["**Left behind:** nothing." if not left else "**Left behind:**", ""]
     out += [f"- {x}" for x in left]
     return "\n".join(out).rstrip()
 

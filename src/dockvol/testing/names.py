@@ -96,8 +96,8 @@ def _judge(problems: list[str]) -> None:
     "shell metacharacters, a backslash, unicode and 255 bytes are created, listed once and "
     "got with their exact names, mounted at distinct paths (when the paths are directories "
     "on the kit's host, a file written into one must not appear in another), unmounted and "
-    "removed, and removing one leaves the others. Every problem is reported, not only the first. Refusing "
-    "a name at Create is a warning.",
+    "removed, and removing one leaves the others. Every problem is reported, not only the "
+    "first. Refusing a name at Create is a warning.",
     why="The engine records the Name the plugin returns and validates none: a changed name "
     "makes the volume unreachable under the name the user chose; two names on one directory "
     "mix two users' data; a volume that cannot be removed stays forever.",
@@ -135,7 +135,8 @@ def names(ctx: Context) -> None:
         problems.append(shared)
     for name, mid in ids:
         ctx.unmount(name, mid)
-    alive = {n: lbl for lbl, n in accepted}
+    # Names whose Get worked: removing another name must leave them there.
+    alive = {n: lbl for lbl, n in good}
     for label, name in accepted:
         r = ctx.call("VolumeDriver.Remove", {"Name": name})
         if not _ok(r):
@@ -145,7 +146,7 @@ def names(ctx: Context) -> None:
             )
             continue
         ctx.untrack(name)
-        del alive[name]
+        alive.pop(name, None)
         if ctx.get(name) is not None:
             problems.append(f"after Remove, Get still finds the name with {label}")
         for other, olabel in list(alive.items()):
