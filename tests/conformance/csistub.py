@@ -28,6 +28,10 @@ DEFECTS = {
     "unpublish-leaves-mount": "NodeUnpublishVolume answers OK and leaves the mount",
     "list-hangs": "ListVolumes never answers",
 }
+#: What orchestrators tolerate: a warning from the named check, and a conformant run.
+QUIRKS = {
+    "no-name-internal": "CreateVolume without a name answers INTERNAL, not INVALID_ARGUMENT",
+}
 RPC = pb.ControllerServiceCapability.RPC
 NRPC = pb.NodeServiceCapability.RPC
 
@@ -51,7 +55,7 @@ def _unmount(path: Path) -> None:
 
 class StubPlugin(pb_grpc.IdentityServicer, pb_grpc.ControllerServicer, pb_grpc.NodeServicer):
     def __init__(self, root: Path, defect: str = "") -> None:
-        if defect and defect not in DEFECTS:
+        if defect and defect not in DEFECTS and defect not in QUIRKS:
             raise ValueError(f"unknown defect {defect!r}")
         self.root, self.defect = root, defect
         self.capacity: dict[str, int] = {}  # name -> required bytes
@@ -80,7 +84,10 @@ class StubPlugin(pb_grpc.IdentityServicer, pb_grpc.ControllerServicer, pb_grpc.N
 
     def CreateVolume(self, request: Any, context: Any) -> Any:
         if not request.name:
-            self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, "name is required")
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            if self.defect == "no-name-internal":
+                code = grpc.StatusCode.INTERNAL
+            self._abort(context, code, "name is required")
         if not request.volume_capabilities:
             self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, "capabilities are required")
         want = request.capacity_range.required_bytes

@@ -20,7 +20,7 @@ from dockvol.testing import report
 from dockvol.testing.csi import SUITE, Config, csi_conformance_tests, run
 from dockvol.testing.csi.docs import COMMAND, updated
 from dockvol.testing.verdict import Result
-from tests.conformance.csistub import DEFECTS, StubServer
+from tests.conformance.csistub import DEFECTS, QUIRKS, StubServer
 from tests.csi.conftest import unmount_all_under
 from tests.support.plugin import Plugin
 
@@ -125,6 +125,26 @@ def test_each_stub_defect_fails_exactly_its_check(kit_dir: Path, defect: str) ->
         assert all(p.startswith(str(kit_dir / "kit")) for p in runner.leftovers.mounts)
     if defect == "delete-unknown-not-found":
         assert "expected OK, got NOT_FOUND" in by_name["csi-delete-idempotent"].message
+
+
+@pytest.mark.parametrize("quirk", sorted(QUIRKS))
+def test_a_tolerated_quirk_warns_and_the_run_is_conformant(kit_dir: Path, quirk: str) -> None:
+    with StubServer(kit_dir, quirk) as stub:
+        results, _ = run(stub.endpoint, config=Config(staging_dir=kit_dir / "kit"))
+    got = outcomes(results)
+    assert {n for n, o in got.items() if o != "pass"} == {"csi-create-no-name"}
+    (warned,) = [r for r in results if r.outcome == "warn"]
+    assert "INTERNAL" in warned.message and "it bites" in warned.message, warned.message
+    assert "conformant" in report.summary(results) and all(r.ok for r in results)
+
+
+def test_a_plugin_that_goes_away_stops_the_run(kit_dir: Path) -> None:
+    with StubServer(kit_dir) as stub:
+        endpoint = stub.endpoint
+    results, _ = run(endpoint, config=Config(staging_dir=kit_dir / "kit", call_timeout=2.0))
+    first, *rest = results
+    assert first.outcome == "fail" and "unreachable" in first.message, first.message
+    assert rest and all(r.outcome == "skip" and "unreachable" in r.message for r in rest)
 
 
 def test_cli_reports_a_defect_in_text_json_and_junit(kit_dir: Path) -> None:

@@ -35,6 +35,13 @@ def run(args: argparse.Namespace, names: Any) -> int:
     from dockvol.testing import report
     from dockvol.testing.csi import Config, CsiClient, CsiRunner, select
 
+    if args.destructive or args.socket or args.url or args.plugin:
+        print(
+            "dockvol conformance: --csi-endpoint checks a CSI plugin; --destructive, --socket, "
+            "--url and --plugin are for Docker volume plugins (run the two kits separately)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         checks = select(names(args.only), names(args.skip))
     except KeyError as e:

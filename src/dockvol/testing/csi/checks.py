@@ -14,7 +14,6 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 import grpc
 
@@ -22,7 +21,7 @@ from dockvol._csi import csi_pb2 as pb
 
 from ..verdict import Check, CheckFailed, Skipped, check
 from .client import mount_capability
-from .runner import ControllerRPC, CsiContext, NodeRPC, PluginService, is_mount
+from .runner import ControllerRPC, CsiContext, NodeRPC, PluginService, Published, is_mount
 
 SPEC = "CSI spec v1.9.0"
 OK = grpc.StatusCode.OK
@@ -596,19 +595,13 @@ def publish_unknown(ctx: CsiContext) -> None:
         rpc, a = "NodeStageVolume", ctx.call("NodeStageVolume", ctx.stage_request(fake, staging))
     else:
         target = ctx.path("target", "unknown")
-        ctx.published.append(_pub(UNKNOWN, target))
+        ctx.published.append(Published(UNKNOWN, target, None))
         rpc = "NodePublishVolume"
         a = ctx.call(rpc, ctx.publish_request(fake, target, None))
     if a.ok:
         raise CheckFailed(f"{rpc} of {UNKNOWN!r} (never created) answered OK; expected NOT_FOUND")
     if a.code != NOT_FOUND:
         ctx.warn(f"{rpc} of an unknown volume: {a.describe()}", "tools that read the code")
-
-
-def _pub(volume_id: str, target: Path) -> Any:
-    from .runner import Published
-
-    return Published(volume_id, target, None)
 
 
 @check(

@@ -111,7 +111,7 @@ class CsiClient:
             details = e.details() or ""
             if code == grpc.StatusCode.DEADLINE_EXCEEDED and took >= timeout * 0.9:
                 raise CallTimeout(f"{rpc} did not answer within {timeout:g}s") from None
-            if code == grpc.StatusCode.UNAVAILABLE:
+            if code == grpc.StatusCode.UNAVAILABLE and _transport(details):
                 raise ConnectionError(f"{rpc}: the plugin is unreachable: {details}") from None
             return Answer(rpc, code, details, None, took)
         return Answer(rpc, grpc.StatusCode.OK, "", reply, time.monotonic() - t0)
@@ -120,6 +120,15 @@ class CsiClient:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+
+
+#: What gRPC's own UNAVAILABLE says when the socket is gone (a plugin's UNAVAILABLE is a reply).
+_TRANSPORT = ("failed to connect", "connect failed", "socket closed", "connection reset")
+
+
+def _transport(details: str) -> bool:
+    low = details.lower()
+    return any(t in low for t in _TRANSPORT)
 
 
 def mount_capability(mode: Any = None, fs_type: str = "") -> Any:

@@ -357,6 +357,8 @@ class CsiRunner:
                 "that never answers blocks every task that needs the volume",
             ) from e
         except ConnectionError as e:
+            # Gone (crashed, socket removed): the checks after this one would only repeat it.
+            self.stopped = f"the plugin became unreachable ({rpc})"
             raise CheckFailed(str(e)) from e
 
     def quiet(self, rpc: str, request: Any) -> Answer | None:
