@@ -27,6 +27,7 @@ DEFECTS = {
     "publish-no-mount": "NodePublishVolume makes the target directory and mounts nothing",
     "unpublish-leaves-mount": "NodeUnpublishVolume answers OK and leaves the mount",
     "list-hangs": "ListVolumes never answers",
+    "delete-refuses": "DeleteVolume of an existing volume answers FAILED_PRECONDITION",
 }
 #: What orchestrators tolerate: a warning from the named check, and a conformant run.
 QUIRKS = {
@@ -106,6 +107,8 @@ class StubPlugin(pb_grpc.IdentityServicer, pb_grpc.ControllerServicer, pb_grpc.N
                 if self.defect == "delete-unknown-not-found":
                     self._abort(context, grpc.StatusCode.NOT_FOUND, "no such volume")
                 return pb.DeleteVolumeResponse()
+            if self.defect == "delete-refuses":
+                self._abort(context, grpc.StatusCode.FAILED_PRECONDITION, "volume in use")
             shutil.rmtree(self.root / request.volume_id)
             del self.capacity[request.volume_id]
         return pb.DeleteVolumeResponse()

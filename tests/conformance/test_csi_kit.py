@@ -39,6 +39,7 @@ FAILS = {
     "publish-no-mount": {"csi-publish-mounts"},
     "unpublish-leaves-mount": {"csi-unpublish"},
     "list-hangs": {"csi-list-volumes", "csi-lifecycle"},
+    "delete-refuses": {"csi-delete-idempotent", "csi-lifecycle"},
 }
 #: Checks whose key observation needs what the defect breaks: they skip, saying why.
 SKIPS = {"publish-no-mount": {"csi-publish-readonly", "csi-unpublish"}}
@@ -123,6 +124,10 @@ def test_each_stub_defect_fails_exactly_its_check(kit_dir: Path, defect: str) ->
         assert runner.leftovers.mounts, text
         assert "umount " in runner.leftovers.render()
         assert all(p.startswith(str(kit_dir / "kit")) for p in runner.leftovers.mounts)
+    if defect == "delete-refuses":  # every volume the kit made is listed, with the command
+        assert set(runner.leftovers.volumes) == set(stub.plugin.capacity), text
+        assert len(runner.leftovers.volumes) >= 10, text
+        assert "csi.v1.Controller/DeleteVolume" in runner.leftovers.render()
     if defect == "delete-unknown-not-found":
         assert "expected OK, got NOT_FOUND" in by_name["csi-delete-idempotent"].message
 
