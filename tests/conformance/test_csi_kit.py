@@ -143,6 +143,21 @@ def test_a_tolerated_quirk_warns_and_the_run_is_conformant(kit_dir: Path, quirk:
     assert "conformant" in report.summary(results) and all(r.ok for r in results)
 
 
+def test_the_time_budget_skips_what_does_not_fit(kit_dir: Path) -> None:
+    # ListVolumes never answers; the budget ends before its call deadline would: the check is
+    # cut short by the budget (a skip that says so), not reported as the plugin's hang.
+    config = Config(staging_dir=kit_dir / "kit", call_timeout=30.0, budget=1.0)
+    t0 = time.monotonic()
+    with StubServer(kit_dir, "list-hangs") as stub:
+        results, runner = run(stub.endpoint, config=config)
+    assert time.monotonic() - t0 < 10  # far below one call deadline
+    got = outcomes(results)
+    assert got["csi-list-volumes"] == "skip" and "fail" not in got.values()
+    late = [r for r in results if r.outcome == "skip"]
+    assert all("time budget of 1s is used up" in r.message for r in late), late
+    assert runner.leftovers.empty
+
+
 def test_a_plugin_that_goes_away_stops_the_run(kit_dir: Path) -> None:
     with StubServer(kit_dir) as stub:
         endpoint = stub.endpoint

@@ -77,13 +77,14 @@ def run(args: argparse.Namespace, names: Any) -> int:
     config = Config(
         parameters=params,
         call_timeout=args.call_timeout,
+        budget=args.budget,
         staging_dir=Path(args.csi_staging_dir) if args.csi_staging_dir else None,
         target_dir=Path(args.csi_target_dir) if args.csi_target_dir else None,
     )
     runner = CsiRunner(client, config, say=lambda t: print(t, file=sys.stderr, flush=True))
     print(
-        f"dockvol conformance: {len(checks)} CSI checks against {args.csi_endpoint}, call "
-        f"timeout {config.call_timeout:g}s",
+        f"dockvol conformance: {len(checks)} CSI checks against {args.csi_endpoint}, budget "
+        f"{config.budget:g}s, call timeout {config.call_timeout:g}s",
         file=sys.stderr,
     )
     if not args.quiet:

@@ -25,7 +25,7 @@ import grpc
 from dockvol._csi import csi_pb2 as pb
 
 from ..leftovers import mounted_paths
-from ..verdict import Check, CheckFailed, Hang, Result, Skipped, bites, execute
+from ..verdict import Check, CheckFailed, Hang, OutOfTime, Result, Skipped, bites, execute
 from .client import Answer, CallTimeout, CsiClient, mount_capability
 
 PluginService = pb.PluginCapability.Service
@@ -45,6 +45,8 @@ class Config:
     capacity: int = 64 * MiB
     #: The longest the kit waits for one reply before it calls the plugin hung.
     call_timeout: float = 10.0
+    #: The whole run's time; checks that do not fit are skipped, saying so.
+    budget: float = 90.0
     #: Where the kit makes staging directories and the parents of target paths (the plugin
     #: must see the same paths: run it on the same host and mount namespace). ``None``: a new
     #: temporary directory, removed at the end when nothing is left mounted in it.
@@ -325,6 +327,7 @@ class CsiRunner:
         #: Why the run stopped early (the plugin stopped answering), or "".
         self.stopped = ""
         self.hangs = 0
+        self._deadline: float | None = None
 
     def _dir(self, given: Path | None, kind: str) -> Path:
         if given is not None:
@@ -344,11 +347,21 @@ class CsiRunner:
         if self._say is not None:
             self._say(text)
 
+    def remaining(self) -> float:
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.config.budget
+        return self._deadline - time.monotonic()
+
     def call(self, rpc: str, request: Any) -> Answer:
-        timeout = self.config.call_timeout
+        left = self.remaining()
+        if left <= 0:
+            raise OutOfTime(self.out_of_time())
+        timeout = min(self.config.call_timeout, left)
         try:
             return self.client.call(rpc, request, timeout)
         except CallTimeout as e:
+            if timeout < self.config.call_timeout:
+                raise OutOfTime(self.out_of_time()) from e
             self.hangs += 1
             raise Hang(
                 f"csi.v1.{rpc}",
@@ -360,6 +373,12 @@ class CsiRunner:
             # Gone (crashed, socket removed): the checks after this one would only repeat it.
             self.stopped = f"the plugin became unreachable ({rpc})"
             raise CheckFailed(str(e)) from e
+
+    def out_of_time(self) -> str:
+        return (
+            f"the run's time budget of {self.config.budget:g}s is used up; raise --budget to "
+            f"run the rest"
+        )
 
     def quiet(self, rpc: str, request: Any) -> Answer | None:
         """A cleanup call: the answer, or ``None`` when there was none; never raises."""
@@ -413,6 +432,8 @@ class CsiRunner:
         t0 = time.monotonic()
         if self.stopped:
             res = Result(chk, "skip", f"not run: {self.stopped}")
+        elif self.remaining() <= 0:
+            res = Result(chk, "skip", f"not run: {self.out_of_time()}")
         else:
             hangs = self.hangs
             res = execute(chk, ctx, ctx.warnings, ctx.infos)
