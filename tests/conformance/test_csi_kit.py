@@ -98,7 +98,9 @@ def test_dockvol_csi_front_end_passes_with_no_warning(kit_dir: Path, driver: str
 
 def test_correct_stub_passes_every_check(kit_dir: Path) -> None:
     with StubServer(kit_dir) as stub:
-        results, runner = run(stub.endpoint, config=Config(staging_dir=kit_dir / "kit"))
+        results, runner = run(
+            stub.endpoint, config=Config(staging_dir=kit_dir / "kit", target_dir=kit_dir / "kit")
+        )
     text = report.table(results, leftovers=runner.leftovers)  # type: ignore[arg-type]
     assert set(outcomes(results).values()) == {"pass"}, text
     assert runner.leftovers.empty, text
@@ -135,7 +137,9 @@ def test_each_stub_defect_fails_exactly_its_check(kit_dir: Path, defect: str) ->
 @pytest.mark.parametrize("quirk", sorted(QUIRKS))
 def test_a_tolerated_quirk_warns_and_the_run_is_conformant(kit_dir: Path, quirk: str) -> None:
     with StubServer(kit_dir, quirk) as stub:
-        results, _ = run(stub.endpoint, config=Config(staging_dir=kit_dir / "kit"))
+        results, _ = run(
+            stub.endpoint, config=Config(staging_dir=kit_dir / "kit", target_dir=kit_dir / "kit")
+        )
     got = outcomes(results)
     assert {n for n, o in got.items() if o != "pass"} == {"csi-create-no-name"}
     (warned,) = [r for r in results if r.outcome == "warn"]
@@ -146,7 +150,9 @@ def test_a_tolerated_quirk_warns_and_the_run_is_conformant(kit_dir: Path, quirk:
 def test_the_time_budget_skips_what_does_not_fit(kit_dir: Path) -> None:
     # ListVolumes never answers; the budget ends before its call deadline would: the check is
     # cut short by the budget (a skip that says so), not reported as the plugin's hang.
-    config = Config(staging_dir=kit_dir / "kit", call_timeout=30.0, budget=1.0)
+    config = Config(
+        staging_dir=kit_dir / "kit", target_dir=kit_dir / "kit", call_timeout=30.0, budget=1.0
+    )
     t0 = time.monotonic()
     with StubServer(kit_dir, "list-hangs") as stub:
         results, runner = run(stub.endpoint, config=config)
@@ -161,7 +167,10 @@ def test_the_time_budget_skips_what_does_not_fit(kit_dir: Path) -> None:
 def test_a_plugin_that_goes_away_stops_the_run(kit_dir: Path) -> None:
     with StubServer(kit_dir) as stub:
         endpoint = stub.endpoint
-    results, _ = run(endpoint, config=Config(staging_dir=kit_dir / "kit", call_timeout=2.0))
+    results, _ = run(
+        endpoint,
+        config=Config(staging_dir=kit_dir / "kit", target_dir=kit_dir / "kit", call_timeout=2.0),
+    )
     first, *rest = results
     assert first.outcome == "fail" and "unreachable" in first.message, first.message
     assert rest and all(r.outcome == "skip" and "unreachable" in r.message for r in rest)
