@@ -39,7 +39,11 @@ class CapacityRecords:
         return (rec[0], rec[1]) if rec else None
 
     def put(self, name: str, required: int, limit: int) -> None:
-        """Blocking (a durable write): call it off the event loop."""
+        """Blocking (a durable write): call it off the event loop. No range asked: nothing
+        to remember (and no write on the common path)."""
+        if required == 0 and limit == 0:
+            self.forget(name)
+            return
         with self._lock:
             if self._table.get(name) == [required, limit]:
                 return
