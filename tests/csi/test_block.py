@@ -6,6 +6,7 @@ import grpc
 
 from dockvol._csi import csi_pb2 as pb
 from dockvol._csi import csi_pb2_grpc as pb_grpc
+from dockvol._csi.identity import CAP_SYS_RESOURCE, has_capability
 from tests.csi.test_controller import cap, code_of
 from tests.support.plugin import Plugin
 
@@ -53,3 +54,17 @@ def test_a_size_outside_the_range_is_out_of_range(block_csi: tuple[Plugin, grpc.
     assert code == grpc.StatusCode.OUT_OF_RANGE
     assert "size=16M" in msg
     assert pb_grpc.ControllerStub(channel).ListVolumes(pb.ListVolumesRequest()).entries == []
+
+
+def test_expansion_is_online_only_when_a_mounted_filesystem_can_grow(
+    block_csi: tuple[Plugin, grpc.Channel],
+) -> None:
+    """Growing a mounted ext4 needs CAP_SYS_RESOURCE: a plugin without it says OFFLINE (the
+    orchestrator unpublishes first) rather than promise ONLINE and fail."""
+    _, channel = block_csi
+    caps = pb_grpc.IdentityStub(channel).GetPluginCapabilities(pb.GetPluginCapabilitiesRequest())
+    (kind,) = [c.volume_expansion.type for c in caps.capabilities if c.HasField("volume_expansion")]
+    Expansion = pb.PluginCapability.VolumeExpansion
+    # The plugin runs as this test's user, with the same capabilities.
+    expected = Expansion.ONLINE if has_capability(CAP_SYS_RESOURCE) else Expansion.OFFLINE
+    assert kind == expected

@@ -37,10 +37,28 @@ class Identity(pb_grpc.IdentityServicer):
                 pb.PluginCapability(service=Service(type=Service.VOLUME_ACCESSIBILITY_CONSTRAINTS))
             )
         if self.p.can_resize:
-            caps.append(pb.PluginCapability(volume_expansion=Expansion(type=Expansion.ONLINE)))
+            # Growing a mounted ext4 needs CAP_SYS_RESOURCE; without it a volume in use cannot
+            # grow, and the spec then asks for OFFLINE (unpublish first), not a failing ONLINE.
+            kind = Expansion.ONLINE if has_capability(CAP_SYS_RESOURCE) else Expansion.OFFLINE
+            caps.append(pb.PluginCapability(volume_expansion=Expansion(type=kind)))
         return pb.GetPluginCapabilitiesResponse(capabilities=caps)
 
     @rpc
     async def Probe(self, request: Any, context: Any) -> pb.ProbeResponse:
         # Ready only once reconcile has compared the records with reality.
         return pb.ProbeResponse(ready=BoolValue(value=self.p.service.health.ready))
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def has_capability(bit: int) -> bool:
+    """Whether this process holds a capability (its effective set, from /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> bit & 1)
+    except OSError:
+        pass
+    return False
