@@ -184,3 +184,9 @@ def test_sizeless_volume_remembers_its_capacity_range(csi_plugin: CsiProcess) ->
     assert code == grpc.StatusCode.ALREADY_EXISTS
     csi_plugin.controller.DeleteVolume(pb.DeleteVolumeRequest(volume_id="v1"))
     csi_plugin.controller.CreateVolume(req(2 << 20))  # deleted: the name is free again
+
+
+def test_the_name_of_the_managed_plugins_own_directory_is_refused(csi_plugin: CsiProcess) -> None:
+    req = pb.CreateVolumeRequest(name=".dockvol", volume_capabilities=[cap()])
+    code, message = code_of(lambda: csi_plugin.controller.CreateVolume(req))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "reserved" in message

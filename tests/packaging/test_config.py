@@ -103,6 +103,10 @@ def test_csi_plugin_declares_csi_publishes_and_can_mount(driver: str) -> None:
     }
     assert cfg["propagatedMount"] == "/data/published"
     env = env_of(cfg)
+    # Volumes and state outlive the rootfs (docker plugin upgrade replaces it).
+    assert env["DOCKVOL_STATE"].startswith("/data/published/")
+    if driver != "shared":
+        assert env["DOCKVOL_ROOT"].startswith("/data/published/")
     assert env["CSI_ENDPOINT"] == "unix:///run/docker/plugins/csi.sock"
     assert env["DOCKVOL_SOCKET"] != "/run/docker/plugins/csi.sock"
     linux = cfg["linux"]

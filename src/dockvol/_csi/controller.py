@@ -17,6 +17,10 @@ from . import csi_pb2_grpc as pb_grpc
 from .errors import CsiError, invalid, require, rpc
 from .plugin import CsiPlugin
 
+#: A managed CSI plugin keeps its volumes and state in /data/published/.dockvol, beside the
+#: paths Swarm publishes volumes at (/data/published/<volume id>).
+RESERVED_NAME = ".dockvol"
+
 RPC = pb.ControllerServiceCapability.RPC
 #: ListVolumes tokens: this prefix and the name of the last volume of the previous page.
 TOKEN_PREFIX = "after:"
@@ -29,6 +33,11 @@ class Controller(pb_grpc.ControllerServicer):
     @rpc
     async def CreateVolume(self, request: Any, context: Any) -> pb.CreateVolumeResponse:
         name = require(request.name, "name")
+        if name == RESERVED_NAME:
+            raise invalid(
+                f"the volume name {RESERVED_NAME!r} is reserved (a managed plugin keeps its "
+                "volumes and state in a directory of that name); choose another name"
+            )
         caps = list(request.volume_capabilities)
         self.p.access.check(caps)
         if request.HasField("volume_content_source"):
