@@ -178,6 +178,7 @@ def markdown(res: dict[str, Any], out: Path, chart_path: Path) -> str:
 
     L += _engine(res.get("engine", {}))
     L += _socket(res.get("socket", {}))
+    L += _csi(res.get("csi"))
     for name, title in (("block", "Block driver"), ("cluster", "Cluster")):
         L += _external(title, res.get(name))
     L += _method()
@@ -351,6 +352,24 @@ def _socket(s: dict[str, Any]) -> list[str]:
         f"VmRSS {r['rss_mib']:.1f} MiB ({r['rss_mib'] * 1.048576:.1f} MB), "
         f"peak (VmHWM) {r['hwm_mib']:.1f} MiB."
     )
+    return [*L, ""]
+
+
+def _csi(res: dict[str, Any] | None) -> list[str]:
+    L = ["## CSI front end beside the Docker front end", ""]
+    if res is None:
+        return [*L, "Not run (see `--only`).", ""]
+    if res.get("status") == "failed":
+        return [*L, f"Failed: {res.get('error')}", ""]
+    L += [
+        f"One `dockvol serve --driver {res['driver']} --csi-endpoint ...` process; each call on "
+        f"its own volume, one at a time, {res['n']} of each, from one client (the Docker calls "
+        "over the plugin socket with the raw client, the CSI calls with grpcio's Python client). "
+        "Publishing is a real bind mount.",
+        "",
+    ]
+    rows = [[k, v["median_ms"], v["p90_ms"], v["n"]] for k, v in res["rows"].items()]
+    L += _table(["call", "median ms", "p90 ms", "n"], rows)
     return [*L, ""]
 
 
