@@ -135,3 +135,29 @@ def test_superblock_geometry_is_what_the_kernel_reports(
         finally:
             driver.unmount(v)
         driver.remove(v)
+
+
+@pytest.mark.parametrize("fs", ["ext4", "xfs"])
+def test_a_second_volume_of_the_same_recipe_is_made_once_and_is_as_exact(
+    driver: BlockDriver, make_volume: MakeVolume, fs: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dockvol.drivers.block import images
+
+    size = 320 * MiB
+    first = make_volume(f"first-{fs}", size="320M", fs=fs)
+    driver.create(first)
+    runs: list[str] = []
+    real_run = images.run
+    monkeypatch.setattr(
+        images, "run", lambda args, **kw: runs.append(args[0]) or real_run(args, **kw)
+    )
+    second = make_volume(f"second-{fs}", size="320M", fs=fs)
+    driver.create(second)
+    assert len([r for r in runs if "mkfs" in r]) == 1  # the size that fitted first, reused
+    for v in (first, second):
+        mp = driver.mount(v)
+        try:
+            assert size <= df_size(mp) <= size * 1.01
+        finally:
+            driver.unmount(v)
+        driver.remove(v)

@@ -47,6 +47,10 @@ def check_encryption_options(volume: Volume, fs: Filesystem) -> None:
         )
 
 
+#: (mkfs arguments, size) -> the image size that gave exactly that size (see create).
+_FITTED: dict[tuple[tuple[str, ...], int], int] = {}
+
+
 def create(layout: Layout, volume: Volume) -> None:
     """Make the volume's image, or adopt the one an earlier plugin left (never overwritten)."""
     fs = fs_of(volume)
@@ -83,8 +87,12 @@ def create(layout: Layout, volume: Volume) -> None:
             raise DriverError(f"{what} failed: mkfs left no filesystem it can read; {hint}")
         return geo
 
+    # The same filesystem, size and mkfs options give the same overhead: start from the image
+    # size that fitted last time, so that one mkfs is usually enough (each run costs ~100 ms).
+    recipe = (tuple(args[:-1]) if args and args[-1] == str(tmp) else tuple(args), size)
     try:
-        made = sizing.fit(size, size, make, what)
+        made = sizing.fit(size, _FITTED.get(recipe, size), make, what)
+        _FITTED[recipe] = made.device
         if made.device < tmp.stat().st_size:
             # mkfs left a tail too small for a block group (or an AG): the image ends where
             # its filesystem does, so that no grow looks pending.
