@@ -5,9 +5,12 @@ Each engine runs in its own mount namespace with its own /run/docker/plugins (bo
 root, API socket and containerd namespace, so it sees only the plugins a test puts there and never
 touches the host's daemon. Engines that cannot start raise: tests must fail, not skip.
 
-Two engines: Debian 12's 20.10 (the default, installed by ``./dev``) and Debian 13's 26.1.5,
+Engines: Debian 12's 20.10 (the default, installed by ``./dev``) and Debian 13's 26.1.5,
 unpacked by ``./dev`` into ``$DOCKVOL_ENGINE26`` (default /var/cache/dockvol/engine26) and run with
-Debian 12's runc first in PATH. Each is driven by its own CLI.
+Debian 12's runc first in PATH; and, for Swarm cluster volumes only (engines 26.0 to 28.1 cannot
+address managed CSI plugins, moby/moby#49961), Debian sid's (28.5.2 when written), unpacked the
+same way into ``$DOCKVOL_ENGINE_SID`` (default /var/cache/dockvol/engine-sid). Each is driven by
+its own CLI.
 """
 
 from __future__ import annotations
@@ -44,19 +47,25 @@ _BUSYBOX_LINKS = (
 )
 
 
+#: The engines every core engine test runs on.
 ENGINE_VERSIONS = ("20.10", "26")
-ENGINE26_DEFAULT = "/var/cache/dockvol/engine26"
+#: Where ``./dev`` unpacks the other engines: version -> (environment variable, default).
+UNPACKED = {
+    "26": ("DOCKVOL_ENGINE26", "/var/cache/dockvol/engine26"),
+    "sid": ("DOCKVOL_ENGINE_SID", "/var/cache/dockvol/engine-sid"),
+}
 
 
 class EngineError(RuntimeError):
     pass
 
 
-def engine26_dir() -> Path:
-    """Where ``./dev`` unpacked engine 26; raises if it has not (run ``./dev setup``)."""
-    c = Path(os.environ.get("DOCKVOL_ENGINE26") or ENGINE26_DEFAULT)
+def unpacked_dir(version: str) -> Path:
+    """Where ``./dev`` unpacked engine ``version``; raises if it has not (run ``./dev setup``)."""
+    var, default = UNPACKED[version]
+    c = Path(os.environ.get(var) or default)
     if not (c / ".ready").is_file():
-        raise EngineError(f"engine 26 is not prepared in {c}: run ./dev setup (see dev)")
+        raise EngineError(f"engine {version} is not prepared in {c}: run ./dev setup (see dev)")
     return c
 
 
@@ -68,18 +77,19 @@ def _binaries(version: str) -> tuple[str, dict[str, str] | None]:
         if shutil.which("dockerd") is None or not Path("/usr/bin/docker").exists():
             raise EngineError("dockerd not found: install Debian's docker.io (see ./dev)")
         return "/usr/bin/docker", None
-    if version == "26":
-        c = engine26_dir()
+    if version in UNPACKED:
+        c = unpacked_dir(version)
         path = f"{c}/runc:{c}/root/usr/sbin:{c}/root/usr/bin:{os.environ.get('PATH', '')}"
         return f"{c}/root/usr/bin/docker", {**os.environ, "PATH": path}
-    raise EngineError(f"unknown engine version {version!r}: use one of {ENGINE_VERSIONS}")
+    raise EngineError(f"unknown engine version {version!r}: use 20.10, {', '.join(UNPACKED)}")
 
 
 class Engine:
     """One private dockerd. ``Engine.start()`` returns it running; ``stop()`` ends it.
 
-    ``Engine.start(version="26")`` runs engine 26.1.5 instead of 20.10; ``engine.release`` says
-    which ("20.10" or "26"), ``engine.version`` is the server's full version string.
+    ``Engine.start(version="26")`` runs engine 26.1.5 instead of 20.10 (``"sid"``: Debian sid's);
+    ``engine.release`` says which ("20.10", "26" or "sid"), ``engine.version`` is the server's
+    full version string.
     """
 
     def __init__(
