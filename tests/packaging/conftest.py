@@ -112,11 +112,14 @@ def registry() -> Iterator[Registry]:
         reg.stop()
 
 
-def dockvol(engine: Engine, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def dockvol(
+    engine: Engine, *args: str, timeout: float = 900, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """The real CLI, as a user runs it, against the test engine."""
     return subprocess.run(
         [sys.executable, "-m", "dockvol", *args, "-H", f"unix://{engine.sock}"],
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dockvol._cli import serve
+from dockvol._packaging import custom
 from dockvol._packaging.build import load_driver
 from dockvol._packaging.config import PROPAGATED_MOUNT, plugin_config
 from dockvol._packaging.docker import StepError
@@ -128,3 +129,40 @@ def test_csi_wheels_include_grpc(tmp_path: Path) -> None:
     names = {d.metadata["Name"].lower() for d in closure(extras=("csi",))}
     assert {"grpcio", "protobuf"} <= names
     assert "grpcio" not in {d.metadata["Name"].lower() for d in closure()}
+
+
+def test_your_own_driver_class_is_shipped_as_source_and_run_from_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pkg = tmp_path / "src" / "acme"
+    (pkg / "__pycache__").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"stale")
+    (pkg / "vol.py").write_text(
+        "from dockvol.drivers.local import LocalDriver\n\n\n"
+        "class AcmeDriver(LocalDriver):\n    '''Acme volumes.'''\n"
+    )
+    monkeypatch.chdir(tmp_path / "src")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    cls = load_driver("acme.vol:AcmeDriver")
+    cfg = plugin_config("me/acme:1", "acme.vol:AcmeDriver", cls)
+    assert cfg["workdir"] == custom.DRIVERS_DIR
+    assert env_of(cfg)["DOCKVOL_DRIVER"] == "acme.vol:AcmeDriver"
+    assert cfg["description"] == "dockvol volume plugin: Acme volumes"
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    custom.add_to_context(ctx, "acme.vol:AcmeDriver")
+    shipped = sorted(str(p.relative_to(ctx)) for p in ctx.rglob("*") if p.is_file())
+    # The whole top-level package, without bytecode; the module the image build imports.
+    assert shipped == ["driver-module", "drivers/acme/__init__.py", "drivers/acme/vol.py"]
+    assert (ctx / "driver-module").read_text() == "acme.vol\n"
+
+
+def test_installed_packages_and_dockvol_itself_are_not_shipped_as_drivers() -> None:
+    import msgspec  # imported, as load_driver would have
+
+    assert msgspec
+    with pytest.raises(StepError, match="installed package"):
+        custom.source_of("msgspec:Struct")
+    with pytest.raises(StepError, match="--driver local, block or shared"):
+        custom.source_of("dockvol.drivers.local:LocalDriver")

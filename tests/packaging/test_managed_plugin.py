@@ -249,3 +249,46 @@ def test_build_failure_names_the_step_and_what_to_do(engine: Engine) -> None:
     assert "what to do:" in r.stderr
     assert "Traceback" not in r.stderr
     assert "dvtest/broken:1" not in engine.docker("plugin", "ls").stdout
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_your_own_driver_class_ships_as_a_managed_plugin(engine: Engine) -> None:
+    """The README's example driver (examples/tmpfs_driver.py), built from its directory as its
+    author would (`--driver tmpfs_driver:TmpfsDriver`): the plugin runs that class."""
+    name = "dvtest/ramdisk:1"
+    r = dockvol(
+        engine, "plugin", "build", name, "--driver", "tmpfs_driver:TmpfsDriver",
+        "--base-image", BASE_IMAGE, cwd=EXAMPLES,
+    )  # fmt: skip
+    assert r.returncode == 0, f"dockvol plugin build failed:\n{r.stderr}"
+    assert r.stdout.startswith(f"built plugin {name}: driver tmpfs_driver:TmpfsDriver"), r.stdout
+    config = plugin_json(engine, name)["Config"]
+    assert isinstance(config, dict)
+    assert config["WorkDir"] == "/opt/dockvol/drivers"
+    assert "CAP_SYS_ADMIN" in (config["Linux"]["Capabilities"] or [])  # tmpfs mounts need it
+    engine.docker("plugin", "enable", name)
+    try:
+        engine.docker("volume", "create", "-d", name, "-o", "size=8M", "scratch")
+        # The driver's own option schema, from the shipped class: unknown keys refused.
+        bad = engine.docker("volume", "create", "-d", name, "-o", "colour=red", "bad", check=False)
+        assert bad.returncode != 0 and "colour" in bad.stderr and "size" in bad.stderr, bad
+        out = engine.docker(
+            "run", "--rm", "--network", "none", "-v", "scratch:/s", BUSYBOX, "sh", "-c",
+            "df -k /s | tail -n 1; dd if=/dev/zero of=/s/f bs=1M count=16 2>&1; true",
+        ).stdout  # fmt: skip
+        fs, blocks = out.split()[0], int(out.split()[1])
+        assert fs == "tmpfs" and blocks == 8 * 1024, out  # the class's mount, its size option
+        assert "No space left on device" in out, out
+        engine.docker("volume", "rm", "scratch")
+    finally:
+        engine.docker("plugin", "disable", "-f", name, check=False)
+        engine.docker("plugin", "rm", "-f", name, check=False)
+
+
+def test_build_of_a_driver_that_is_not_there_says_where_it_looked(engine: Engine) -> None:
+    r = dockvol(engine, "plugin", "build", "dvtest/none:1", "--driver", "nosuch:Driver")
+    assert r.returncode == 1
+    assert "choosing the driver" in r.stderr and "nosuch.py" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -26,7 +26,10 @@ def register(subparsers: Any) -> None:
     )
     b.add_argument("name", metavar="NAME[:TAG]", help="plugin name, e.g. me/dockvol-local:1.0")
     b.add_argument(
-        "--driver", default="local", help="driver module in dockvol.drivers (default: local)"
+        "--driver",
+        default="local",
+        help="local, block, shared, or your own module:Class (found in the current directory "
+        "first, as dockvol serve finds it; its source is shipped in the plugin); default: local",
     )
     b.add_argument(
         "--base-image",

@@ -42,7 +42,7 @@ def resolve_paths(args: argparse.Namespace) -> None:
     derived = args.root is None or args.state is None or (args.socket is None and not args.tcp)
     if derived and not _NAME_RE.match(args.name):
         # A managed plugin's name (me/plugin) is fine: it gives its socket and directories.
-        raise _Refused(
+        raise Refused(
             f"--name {args.name!r} cannot name this plugin's socket and directories; use "
             "letters, digits, '.', '_' and '-' (the engine finds the plugin as "
             "/run/docker/plugins/NAME.sock), or give --socket, --root and --state"
@@ -87,7 +87,7 @@ def load_driver(spec: str) -> type[Any]:
     else:
         module_name, attr = "", ""
     if not module_name or not attr:
-        raise _Refused(
+        raise Refused(
             f"--driver {spec!r} is not a driver: use local, block, shared, or module:Class "
             "for your own (a module in the current directory or on PYTHONPATH)"
         )
@@ -98,17 +98,17 @@ def load_driver(spec: str) -> type[Any]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if ":" not in spec and exc.name == module_name:
-            raise _Refused(
+            raise Refused(
                 f"unknown driver {spec!r}: use local, block, shared, or module:Class"
             ) from None
-        raise _Refused(
+        raise Refused(
             f"cannot load driver {spec!r}: importing module {module_name!r} failed: {exc} "
             f"(looked in {cwd} and on the Python path; is the file {module_name.replace('.', '/')}"
             ".py there?)"
         ) from None
     except Exception as exc:  # the module itself failed: say where
         log.debug("importing %s failed", module_name, exc_info=True)
-        raise _Refused(
+        raise Refused(
             f"cannot load driver {spec!r}: module {module_name!r} ({getattr(exc, 'filename', '') or cwd}) "
             f"raised {type(exc).__name__}: {exc}"
         ) from None
@@ -119,12 +119,12 @@ def load_driver(spec: str) -> type[Any]:
             for n, v in vars(module).items()
             if isinstance(v, type) and issubclass(v, Driver) and v is not Driver
         )
-        raise _Refused(
+        raise Refused(
             f"cannot load driver {spec!r}: module {module_name!r} has no {attr!r}"
             + (f"; its drivers: {', '.join(found)}" if found else "")
         )
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
-        raise _Refused(f"cannot load driver {spec!r}: {attr} is not a dockvol.Driver subclass")
+        raise Refused(f"cannot load driver {spec!r}: {attr} is not a dockvol.Driver subclass")
     return cls
 
 
@@ -143,7 +143,7 @@ def check_owner(registry: Any, cls: type[Any], state: Path) -> None:
     if not theirs:
         return
     if theirs.get("driver") != mine["driver"]:
-        raise _Refused(
+        raise Refused(
             f"the state in {state} belongs to driver {theirs.get('driver')!r}, not "
             f"{mine['driver']!r}: start that driver on it, or give this one its own --name "
             "(or --state and --root)"
@@ -188,14 +188,14 @@ def run(args: argparse.Namespace) -> int:
         return _serve(args)
     except SystemExit:
         raise
-    except _Refused as exc:
+    except Refused as exc:
         log.error("%s", exc)
         print(f"dockvol serve: {exc}", file=sys.stderr)
         return 1
 
 
-class _Refused(Exception):
-    pass
+class Refused(Exception):
+    """serve cannot start: the message says why and what to do (printed without a traceback)."""
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -220,11 +220,11 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         lock.acquire()
     except (StateLocked, OSError) as exc:
-        raise _Refused(str(exc)) from None
+        raise Refused(str(exc)) from None
     try:
         registry = open_registry(args, driver_cls)
     except (OSError, SchemaTooNew, DriverError) as exc:
-        raise _Refused(f"cannot start: {exc}") from None
+        raise Refused(f"cannot start: {exc}") from None
     check_owner(registry, driver_cls, args.state)
     shared = bool(registry.shared)
     context = HostContext(
@@ -240,7 +240,7 @@ def _serve(args: argparse.Namespace) -> int:
         driver.setup()
     except (OSError, DriverError) as exc:
         registry.close()
-        raise _Refused(f"cannot start: {exc}") from None
+        raise Refused(f"cannot start: {exc}") from None
     registry.set_owner(driver_identity(driver_cls))
     service = VolumeService(driver, registry, secrets=SecretStore(args.secrets_dir))
     if shared:  # self-fencing: the cluster registry fences what it can no longer prove it holds
@@ -258,7 +258,7 @@ def _serve(args: argparse.Namespace) -> int:
         sock = inherited or unix.bind_unix(sock_path, group)
     except (unix.SocketError, RuntimeError) as exc:
         service.close()
-        raise _Refused(str(exc)) from None
+        raise Refused(str(exc)) from None
     srv = server.make_server(app)
     beside = _side_servers(args, app, service, tcp_plan)
     log.info(
@@ -278,7 +278,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         server.run(srv, [sock], on_ready=ready, beside=beside)
     except OSError as exc:  # a side listener could not start (address in use...)
-        raise _Refused(str(exc)) from None
+        raise Refused(str(exc)) from None
     finally:
         systemd.notify("STOPPING=1")
         if inherited is None:
@@ -294,7 +294,7 @@ def _plan_tcp(args: argparse.Namespace) -> Any:
     """Check --tcp/--tls* before anything is bound: a refused setup changes nothing."""
     if not args.tcp:
         if args.tls or args.tls_cert or args.tls_key or args.tls_ca:
-            raise _Refused("--tls/--tls-cert/--tls-key/--tls-ca need --tcp HOST:PORT")
+            raise Refused("--tls/--tls-cert/--tls-key/--tls-ca need --tcp HOST:PORT")
         return None
     from dockvol._transport import tls
 
@@ -308,7 +308,7 @@ def _plan_tcp(args: argparse.Namespace) -> Any:
             allow_plaintext=args.allow_plaintext_tcp,
         )
     except tls.TLSError as exc:
-        raise _Refused(str(exc)) from None
+        raise Refused(str(exc)) from None
 
 
 def _side_servers(args: argparse.Namespace, app: Any, service: Any, tcp_plan: Any) -> list[Any]:

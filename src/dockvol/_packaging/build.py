@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dockvol._sdk.driver import Driver
 
-from . import rootfs, wheels
+from . import custom, rootfs, wheels
 from .config import plugin_config
 from .docker import Docker, StepError
 
@@ -49,7 +49,21 @@ def default_base_image(python: str | None = None) -> str:
 
 
 def load_driver(name: str) -> type[Driver]:
-    """The Driver subclass of ``dockvol.drivers.<name>`` (as ``dockvol serve --driver``)."""
+    """The Driver subclass of ``dockvol.drivers.<name>``, or of ``module:Class`` found as
+    ``dockvol serve --driver`` finds it (the current directory first)."""
+    if custom.is_custom(name):
+        from dockvol._cli.serve import Refused
+        from dockvol._cli.serve import load_driver as load_custom
+
+        try:
+            found: type[Driver] = load_custom(name)
+        except Refused as e:
+            raise StepError(
+                "choosing the driver",
+                str(e),
+                "build from the directory that has the driver's module, as you would serve it",
+            ) from None
+        return found
     try:
         module = importlib.import_module(f"dockvol.drivers.{name}")
     except ModuleNotFoundError as e:
@@ -57,7 +71,8 @@ def load_driver(name: str) -> type[Driver]:
             raise StepError(
                 "choosing the driver",
                 f"no driver named {name!r}",
-                "use a module of dockvol.drivers: --driver local or --driver block",
+                "use a shipped driver (--driver local, block or shared) or your own class "
+                "(--driver module:Class, from the directory that has the module)",
             ) from None
         raise
     cls = getattr(module, "DRIVER", None)
@@ -127,6 +142,8 @@ def _prepare_context(ctx: Path, opts: BuildOptions) -> None:
         (ctx / name).write_bytes(pkg.joinpath(name).read_bytes())
     machine = _target_machine(opts.platform)
     python = opts.python_version or host_python()
+    if custom.is_custom(opts.driver):
+        custom.add_to_context(ctx, opts.driver)
     extras = ("csi",) if opts.csi else ()  # gRPC for the CSI front end
     if machine == platform.machine() and python == host_python():
         wheels.pack_installed(ctx / "wheels", extras=extras)

@@ -68,8 +68,11 @@ def plugin_config(
     log_format: str = "text",
     csi: bool = False,
 ) -> dict[str, Any]:
-    """The ``config.json`` for a plugin serving ``driver_name`` (a module of dockvol.drivers);
-    with ``csi``, a CSI plugin for Swarm cluster volumes (see csi.py)."""
+    """The ``config.json`` for a plugin serving ``driver_name`` (a module of dockvol.drivers, or
+    ``module:Class`` shipped in custom.DRIVERS_DIR); with ``csi``, a CSI plugin for Swarm
+    cluster volumes (see csi.py)."""
+    from .custom import DRIVERS_DIR, is_custom
+
     # Every flag of dockvol serve, settable with docker plugin set while disabled; an empty
     # value means serve's own default. Values set by users survive docker plugin upgrade.
     values = {
@@ -108,12 +111,13 @@ def plugin_config(
             }
         )
     doc = (driver_cls.__doc__ or "").strip().splitlines()
-    summary = doc[0].rstrip(".") if doc else f"{driver_name} driver"
+    summary = doc[0].rstrip(".") if doc else f"{driver_name.split(':')[-1]} driver"
     config = {
         "description": f"dockvol volume plugin: {summary}",
         "documentation": DOCUMENTATION,
         "entrypoint": ENTRYPOINT,
-        "workdir": "/",
+        # A driver of the author's own is found in the working directory, as serve finds it.
+        "workdir": DRIVERS_DIR if is_custom(driver_name) else "/",
         "interface": {"types": ["docker.volumedriver/1.0"], "socket": SOCKET_NAME},
         # The drivers shipped here need no network; the plugin gets its own empty namespace.
         "network": {"type": "none"},
