@@ -13,10 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .._sdk.errors import DriverError
+from .._sdk.errors import DriverError, InUse
 from . import client as ec
 from .client import EtcdClient
 from .keys import Layout, decode_json, encode_json
+
+
+class HeldElsewhere(InUse, DriverError):
+    """Another node holds the single-node volume: "in use" for every front end (CSI answers
+    FAILED_PRECONDITION, not INTERNAL), and still a DriverError for the callers that catch those."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +32,7 @@ class Holders:
     ttl: int
 
     def hold(self, name: str, lease: int) -> None:
-        """Hold ``name`` on ``lease``, or raise :class:`DriverError` naming the holder."""
+        """Hold ``name`` on ``lease``, or raise :class:`HeldElsewhere` naming the holder."""
         hk = self.layout.holder(name)
         mine = encode_json(
             {
@@ -48,7 +53,7 @@ class Holders:
                 continue  # released meanwhile: try again
             cur = decode_json(kvs[0].value)
             if cur.get("node") != self.node:
-                raise DriverError(self.held_elsewhere(name, cur))
+                raise HeldElsewhere(self.held_elsewhere(name, cur))
             if kvs[0].lease == lease:
                 return  # ours already (a retried request, or a reconcile)
             # Ours from before a restart (an older lease): move it to the current one.

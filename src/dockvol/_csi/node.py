@@ -158,8 +158,20 @@ class Node(pb_grpc.NodeServicer):
     async def NodeGetVolumeStats(self, request: Any, context: Any) -> pb.NodeGetVolumeStatsResponse:
         volume_id = require(request.volume_id, "volume_id")
         path = require(request.volume_path, "volume_path")
-        if self.p.service.get(volume_id) is None:
+        info = self.p.service.get(volume_id)
+        if info is None:
             raise _not_found(volume_id)
+        fenced = info.status.get("fenced")
+        if fenced is not None:
+            # Shut down on this node (its cluster lease could not be proven): say so, and leave
+            # the dead filesystem alone. Usage is optional in the reply.
+            return pb.NodeGetVolumeStatsResponse(
+                volume_condition=pb.VolumeCondition(
+                    abnormal=True,
+                    message=f"volume {volume_id!r} was fenced on this node ({fenced}); restart "
+                    "the plugin, then the workloads that use it",
+                )
+            )
         try:
             st = await asyncio.to_thread(os.statvfs, path)
         except FileNotFoundError:
@@ -181,7 +193,8 @@ class Node(pb_grpc.NodeServicer):
                     available=st.f_favail,
                     used=st.f_files - st.f_ffree,
                 ),
-            ]
+            ],
+            volume_condition=pb.VolumeCondition(abnormal=False, message="volume is healthy"),
         )
 
     @rpc
@@ -192,7 +205,8 @@ class Node(pb_grpc.NodeServicer):
         # NodeUnstageVolume for a volume it staged, so every staged volume would stay "in use"
         # and DeleteVolume would be refused for ever. Publish mounts the volume itself; the
         # stage calls stay correct for a CO that makes them anyway.
-        types = [RPC.GET_VOLUME_STATS]
+        # VOLUME_CONDITION: a volume fenced here is reported abnormal by NodeGetVolumeStats.
+        types = [RPC.GET_VOLUME_STATS, RPC.VOLUME_CONDITION]
         return pb.NodeGetCapabilitiesResponse(
             capabilities=[pb.NodeServiceCapability(rpc=RPC(type=t)) for t in types]
         )
