@@ -103,11 +103,12 @@ class CsiNode:
             timeout=30,
         )
 
-    def publish(self, vol: str, staging: Path, target: Path) -> None:
+    def publish(self, vol: str, staging: Path | None, target: Path) -> None:
+        """``staging`` None: publish without staging, as Swarm does (staging is not offered)."""
         self.node.NodePublishVolume(
             pb.NodePublishVolumeRequest(
                 volume_id=vol,
-                staging_target_path=str(staging),
+                staging_target_path=str(staging) if staging else "",
                 target_path=str(target),
                 volume_capability=cap(),
             ),
@@ -242,6 +243,9 @@ def test_a_cut_off_csi_node_fences_its_block_volume_before_another_node_can_stag
         code, msg = code_of(lambda: b.stage(vol, b_staging, context))
         assert code == grpc.StatusCode.FAILED_PRECONDITION, (code, msg)
         assert "in use on node 'a'" in msg, msg
+        # The same for a publish without staging (Swarm's way).
+        code, msg = code_of(lambda: b.publish(vol, None, b.dir / "target" / vol))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "in use on node 'a'" in msg, msg
 
         # -- the cut: a keeps running, only etcd is out of its reach ----------------------------
         cut_at = time.monotonic()
