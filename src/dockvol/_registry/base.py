@@ -64,6 +64,9 @@ class Registry(ABC):
     generation: int = 0
     #: Every host of the cluster sees the same records (the service then reports scope global).
     shared: bool = False
+    #: Writes only wait on a local disk (no network, no other process): with a driver whose
+    #: writes are quick too, the service makes them on its event loop instead of a thread.
+    quick_writes: bool = False
 
     # -- reads: in-memory, never block ---------------------------------------------------------
     @abstractmethod

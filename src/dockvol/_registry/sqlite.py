@@ -46,6 +46,8 @@ class SchemaTooNew(Exception):
 class SqliteRegistry(Registry):
     """Registry in ``STATE_DIR/registry.db``. Thread-safe; writes serialised by one lock."""
 
+    quick_writes = True  # a transaction and one fsync on the state directory's disk
+
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(state_dir, 0o700)

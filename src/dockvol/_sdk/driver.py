@@ -43,6 +43,11 @@ class Driver:
     #: every Get, and the engine's hottest call is answered from a cached reply.
     status_is_static: ClassVar[bool] = False
 
+    #: ``create``, ``remove``, ``mount`` and ``unmount`` are a few local metadata calls (mkdir,
+    #: rename, chmod) that never wait on a device, the network or a child process: the
+    #: framework then runs them on its event loop, which saves two thread switches per call.
+    quick_writes: ClassVar[bool] = False
+
     def __init__(self, root: Path, context: HostContext | None = None) -> None:
         #: The directory where this driver keeps its volumes (``--root``).
         self.root = root
