@@ -7,6 +7,11 @@ of the medians with a bootstrap interval over repetitions.
 
 Two views: the docker CLI as a user runs it (each call pays the CLI's own start-up, the same for
 both drivers), and the engine's HTTP API directly (no CLI: the drivers' difference stands out).
+
+The API view has a floor beside it: a plugin that answers each request at once from a set of
+names, with no work, no durability and no framework. What it costs over the built-in driver is
+the engine's own price for asking a plugin (a Create is Get + Create, an rm Get + Get + Remove),
+which no plugin can go under.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import json
 import random
 import shutil
 import socket
+import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -29,7 +36,50 @@ from . import common, stats
 
 PLUGIN = "dvbench"  # the engine finds it at /run/docker/plugins/dvbench.sock
 DRIVERS = (PLUGIN, "local")
+FLOOR = "dvfloor"  # the plugin that does nothing (API view only)
 TARGET = 1.05
+
+# The floor plugin: keep-alive HTTP/1.1 on a unix socket, a set of names, fixed replies.
+_FLOOR_PLUGIN = r"""
+import asyncio, json, sys
+names = set()
+def answer(path, name):
+    if path == b"/VolumeDriver.Get":
+        if name not in names:
+            return b'{"Err":"no such volume"}'
+        return json.dumps({"Volume": {"Name": name, "CreatedAt": "2026-01-01T00:00:00Z"}}).encode()
+    if path == b"/VolumeDriver.Create":
+        names.add(name)
+    elif path == b"/VolumeDriver.Remove":
+        names.discard(name)
+    elif path == b"/VolumeDriver.List":
+        return json.dumps({"Volumes": [{"Name": n} for n in names]}).encode()
+    elif path == b"/VolumeDriver.Capabilities":
+        return b'{"Capabilities":{"Scope":"local"}}'
+    elif path == b"/Plugin.Activate":
+        return b'{"Implements":["VolumeDriver"]}'
+    return b"{}"
+class P(asyncio.Protocol):
+    def connection_made(self, t): self.t, self.buf = t, b""
+    def data_received(self, d):
+        self.buf += d
+        while True:
+            i = self.buf.find(b"\r\n\r\n")
+            if i < 0: return
+            head = self.buf[:i]
+            j = head.lower().find(b"content-length:")
+            n = int(head[j + 15:].split(b"\r\n")[0]) if j >= 0 else 0
+            if len(self.buf) < i + 4 + n: return
+            body, self.buf = self.buf[i + 4:i + 4 + n], self.buf[i + 4 + n:]
+            name = json.loads(body).get("Name", "") if body.strip() else ""
+            out = answer(head.split(b" ", 2)[1], name)
+            self.t.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/vnd.docker.plugins.v1+json"
+                         b"\r\ncontent-length: %d\r\n\r\n%s" % (len(out), out))
+async def main():
+    srv = await asyncio.get_running_loop().create_unix_server(P, sys.argv[1])
+    await srv.serve_forever()
+asyncio.run(main())
+"""
 
 
 class EngineAPI:
@@ -98,6 +148,12 @@ def _row(op: str, view: str, times: dict[str, list[float]]) -> dict[str, Any]:
     }
 
 
+def _floor_row(op: str, times: dict[str, list[float]]) -> dict[str, Any]:
+    """The floor plugin against the built-in driver, shaped like a dockvol row."""
+    row = _row(op, "api", {PLUGIN: times[FLOOR], "local": times["local"]})
+    return {**row, "op": f"{op}: floor, a plugin that does no work"}
+
+
 def _timed(fn: Callable[..., Any], *args: Any) -> float:
     t0 = time.perf_counter()
     fn(*args)
@@ -137,7 +193,7 @@ def measure(
         op: {d: [] for d in DRIVERS} for op in ("create", "inspect", "run", "rm", "ls")
     }
     rest: dict[str, dict[str, list[float]]] = {
-        op: {d: [] for d in DRIVERS} for op in ("create", "inspect", "rm", "ls")
+        op: {d: [] for d in (*DRIVERS, FLOOR)} for op in ("create", "inspect", "rm", "ls")
     }
 
     def run_cmd(name: str) -> list[str]:
@@ -160,6 +216,8 @@ def measure(
         eng.docker(*run_cmd(f"warm-{d}"))
         eng.docker("volume", "inspect", f"warm-{d}")
         eng.docker("volume", "rm", f"warm-{d}")
+    eng.docker("volume", "create", "-d", FLOOR, f"warm-{FLOOR}")
+    eng.docker("volume", "rm", f"warm-{FLOOR}")
 
     # The CLI, as users run it. Each repetition: create, inspect, run, rm, per driver in turn.
     for rep in range(reps):
@@ -174,9 +232,10 @@ def measure(
         for d in order:
             cli["rm"][d].append(_timed(eng.docker, "volume", "rm", names[d]))
 
-    # The API without the CLI: the same operations, many more repetitions.
+    # The API without the CLI: the same operations, many more repetitions; the floor plugin
+    # takes its turn first or last, alternating like the two drivers.
     for rep in range(api_reps):
-        order = _order(rep)
+        order = (*_order(rep), FLOOR) if rep % 4 < 2 else (FLOOR, *_order(rep))
         names = {d: f"api-{d}-{rep}" for d in order}
         for d in order:
             body = {"Name": names[d], "Driver": d}
@@ -214,7 +273,8 @@ def measure(
         "cli": [
             _row(labels[op], "cli", cli[op]) for op in ("create", "inspect", "ls", "rm", "run")
         ],
-        "api": [_row(labels[op], "api", rest[op]) for op in ("create", "inspect", "ls", "rm")],
+        "api": [_row(labels[op], "api", rest[op]) for op in ("create", "inspect", "ls", "rm")]
+        + [_floor_row(labels[op], rest[op]) for op in ("create", "inspect", "rm")],
         "engine_version": eng.version,
         "population": population,
     }
@@ -224,7 +284,10 @@ def run(quick: bool) -> dict[str, Any]:
     eng = Engine.start()
     base = common.tmpdir("dveb")
     plugin = None
+    floor_sock = eng.plugins_dir / f"{FLOOR}.sock"
+    floor = subprocess.Popen([sys.executable, "-c", _FLOOR_PLUGIN, str(floor_sock)])
     try:
+        _wait_for_socket(floor_sock, floor)
         plugin = common.start_plugin(eng.plugins_dir / f"{PLUGIN}.sock", base)
         return measure(
             eng,
@@ -237,6 +300,16 @@ def run(quick: bool) -> dict[str, Any]:
         try:
             eng.stop()
         finally:
+            floor.terminate()
+            floor.wait(30)
             if plugin is not None:
                 plugin.stop()
             shutil.rmtree(base, ignore_errors=True)
+
+
+def _wait_for_socket(sock: Path, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the floor plugin did not start on {sock}")
+        time.sleep(0.01)  # polling for the socket file

@@ -19,6 +19,7 @@ from typing import ClassVar
 import pytest
 
 from dockvol import DriverError, Volume
+from dockvol._cluster.registry import EtcdRegistry
 from dockvol._registry.memory import MemoryRegistry
 from dockvol._registry.sqlite import SqliteRegistry
 from dockvol._sdk.options import parse_options
@@ -131,6 +132,8 @@ class _QuickRecording(_Recording):
 
 
 def test_quick_writes_are_declared_not_inherited() -> None:
+    assert SqliteRegistry.quick_writes
+    assert not EtcdRegistry.quick_writes  # its writes wait on the network
     assert LocalDriver.quick_writes
     assert not SharedDriver.quick_writes  # its root is a network filesystem
     assert not _Recording.quick_writes
