@@ -27,6 +27,7 @@ from dockvol._service.names import volume_key
 from dockvol._service.service import VolumeService
 from dockvol.drivers.local import LocalDriver
 from dockvol.drivers.shared import SharedDriver
+from dockvol.host import mounts_under
 
 
 def make(name: str, **opts: str) -> Volume:
@@ -41,6 +42,11 @@ def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)  # polling a condition with a deadline
     return True
+
+
+def _unmount_all(under: Path) -> None:
+    for target in sorted(mounts_under(under), reverse=True):  # deepest first
+        subprocess.run(["umount", target], check=True)
 
 
 @pytest.fixture
@@ -93,7 +99,7 @@ def test_a_mount_made_after_the_table_was_read_still_stops_remove(
             driver.remove(vol)
         assert (src / "keep.txt").read_text() == "data"
     finally:
-        subprocess.run(["umount", str(target)], check=True)
+        _unmount_all(tmp_path)  # wherever a failed check moved it
     driver.remove(vol)  # the unmount is seen too
     assert not (driver.root / vol.key).exists()
     assert (src / "keep.txt").read_text() == "data"
@@ -113,7 +119,7 @@ def test_an_empty_volume_that_is_a_mount_point_is_not_removed(
             driver.remove(vol)
         assert path.is_dir() and src.is_dir()
     finally:
-        subprocess.run(["umount", str(path)], check=True)
+        _unmount_all(tmp_path)
 
 
 # -- where the service runs writes ---------------------------------------------------------------
