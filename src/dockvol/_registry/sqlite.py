@@ -14,6 +14,7 @@ from pathlib import Path
 from .base import EMPTY, Conflict, MountRecord, Registry, VolumeRecord
 
 DB_NAME = "registry.db"
+WAL_PAGES = 128  # checkpoint (and wrap the WAL) at this many pages
 
 # Entry i migrates the schema from version i to i+1 (the version is PRAGMA user_version).
 # Plain statements, run inside one transaction (executescript would commit on its own).
@@ -60,6 +61,12 @@ class SqliteRegistry(Registry):
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a commit is fsynced before it returns
+        # A WAL that has wrapped is overwritten in place, and its fsync then writes data only:
+        # a growing WAL changes its size on every commit, which costs a filesystem journal
+        # commit (ext4) on top. Checkpointing at 128 pages instead of 1000 wraps it after ~40
+        # changes instead of ~330; each checkpoint (one in ~40 commits) copies a few pages.
+        # Durability is the same: every commit is in the fsynced WAL before it returns.
+        self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
         self._view: dict[str, VolumeRecord] = self._load()
