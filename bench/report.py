@@ -179,6 +179,7 @@ def markdown(res: dict[str, Any], out: Path, chart_path: Path) -> str:
     L += _engine(res.get("engine", {}))
     L += _socket(res.get("socket", {}))
     L += _csi(res.get("csi"))
+    L += _swarm(res.get("swarm"))
     for name, title in (("block", "Block driver"), ("cluster", "Cluster")):
         L += _external(title, res.get(name))
     L += _method()
@@ -370,6 +371,36 @@ def _csi(res: dict[str, Any] | None) -> list[str]:
     ]
     rows = [[k, v["median_ms"], v["p90_ms"], v["n"]] for k, v in res["rows"].items()]
     L += _table(["call", "median ms", "p90 ms", "n"], rows)
+    return [*L, ""]
+
+
+def _swarm(res: dict[str, Any] | None) -> list[str]:
+    L = ["## Through Swarm: a service on a cluster volume vs on a named volume", ""]
+    if res is None:
+        return [*L, "Not run (see `--only`).", ""]
+    if res.get("status") == "failed":
+        return [*L, f"Failed: {res.get('error')}", ""]
+    L += [
+        f"One private engine ({res['engine_version']}) in a one-node swarm, the managed CSI "
+        "plugin from `dockvol plugin build --csi` enabled. Time from starting `docker service "
+        "create --detach` (one task, `busybox sleep 300`) to the task seen running in the "
+        f"engine's API, polled every {res['poll_ms']:.0f} ms (the resolution); `engine-stamped` "
+        "is the engine's own timestamp of the running state, no poll in it. Both volumes exist "
+        "beforehand; each service is removed, its task gone and the cluster volume unpublished "
+        f"before the next. {res['n']} repetitions of each, interleaved, alternating which goes "
+        "first, after one warm-up of each.",
+        "",
+    ]
+    rows = [
+        [k, v["median_ms"], v["stamped_median_ms"], v["p90_ms"], v["max_ms"], v["n"]]
+        for k, v in res["rows"].items()
+    ]
+    L += _table(["mount", "median ms", "engine-stamped ms", "p90 ms", "max ms", "n"], rows)
+    L.append(
+        f"Ratio cluster / named (medians): **{res['ratio']:.2f}x** "
+        f"(95% bootstrap CI {res['ratio_lo']:.2f}-{res['ratio_hi']:.2f}). "
+        f"Setup (engine, plugin build, swarm) {res['setup_s']:.0f} s; section {res['seconds']:.0f} s."
+    )
     return [*L, ""]
 
 

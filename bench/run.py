@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a file: python bench/run.py
 
 from . import common, engine_bench, external, report, socket_bench, stats
 
-SECTIONS = ("engine", "socket", "csi", "block", "cluster")
+SECTIONS = ("engine", "socket", "csi", "swarm", "block", "cluster")
 EXTERNAL = {"block": "block_bench.py", "cluster": "cluster_bench.py"}
 
 
@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                 from . import csi_bench  # needs grpcio (the csi extra)
 
                 results[name] = csi_bench.run(20 if a.quick else 200)
+            elif name == "swarm":
+                from . import swarm_bench  # needs Debian sid's engine (./dev unpacks it)
+
+                results[name] = swarm_bench.run(a.quick)
             else:
                 results[name] = external.run(EXTERNAL[name], a.quick, ext_timeout)
         except Exception as exc:  # record it and go on: one broken section must not hide the rest
