@@ -1,4 +1,7 @@
-"""Where the plugin's time goes: ``python -m bench.profile [--endpoint Get|List|Mount] [-n N]``.
+"""Where the plugin's time goes: ``python -m bench.profile [--endpoint Get|List|Mount|...] [-n N]``.
+
+``--endpoint CreateRemove`` sends what the engine sends for ``docker volume create`` then
+``docker volume rm`` (Get, Create; Get, Get, Remove), a new volume each time.
 
 Runs ``dockvol serve`` under cProfile in a subprocess, drives it with engine-shaped requests
 over the socket, stops it and prints the functions with the most time. For when a target in
@@ -59,7 +62,18 @@ def profile(endpoint: str, n: int, volumes: int, out: Path, top: int) -> str:
                 time.sleep(0.01)  # polling for the socket
         for i in range(volumes):
             conn.call("VolumeDriver.Create", {"Name": f"v{i}", "Opts": None})
-        if endpoint == "Mount":
+        if endpoint == "CreateRemove":
+            reqs = []
+            for i in range(n):
+                body = {"Name": f"cr{i}"}
+                reqs += [
+                    request("VolumeDriver.Get", body),
+                    request("VolumeDriver.Create", {**body, "Opts": None}),
+                    request("VolumeDriver.Get", body),
+                    request("VolumeDriver.Get", body),
+                    request("VolumeDriver.Remove", body),
+                ]
+        elif endpoint == "Mount":
             reqs = []
             for i in range(n):
                 body = {"Name": "v0", "ID": f"{i:064x}"}
@@ -87,8 +101,17 @@ def profile(endpoint: str, n: int, volumes: int, out: Path, top: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    ap.add_argument("--endpoint", default="Get", choices=["Get", "List", "Mount", "Capabilities"])
-    ap.add_argument("-n", type=int, default=5000, help="requests (Mount: Mount/Unmount pairs)")
+    ap.add_argument(
+        "--endpoint",
+        default="Get",
+        choices=["Get", "List", "Mount", "Capabilities", "CreateRemove"],
+    )
+    ap.add_argument(
+        "-n",
+        type=int,
+        default=5000,
+        help="requests (Mount: Mount/Unmount pairs; CreateRemove: volumes)",
+    )
     ap.add_argument("--volumes", type=int, default=1, help="volumes created first")
     ap.add_argument("--out", type=Path, default=Path("/tmp/dockvol-bench.prof"))
     ap.add_argument("--top", type=int, default=25)
