@@ -444,7 +444,7 @@ def _method() -> list[str]:
         "## Method",
         "",
         "- `python -m bench` (full, about 10 minutes) or `python -m bench --quick` (smoke). "
-        "`--only engine,socket,block,cluster` picks sections; `--json FILE` keeps raw results.",
+        "`--only engine,socket,csi,swarm,block,cluster` picks sections; `--json FILE` keeps raw results.",
         "- Engine: a private dockerd (vfs, no network) from `tests/support/engine.py`; the "
         "plugin is the real `python -m dockvol serve` with its defaults. The CLI times include "
         "the docker CLI's own start-up, the same for both drivers.",
