@@ -159,6 +159,20 @@ def _reports_csi(manager: Engine, node: str, plugin: str) -> bool:
     return plugin.split(":")[0] in {name.split(":")[0] for name in out.split()}
 
 
+def _create_volume(sw: Swarm, vol: str, plugin: str, scope: str, sharing: str, *extra: str) -> None:
+    """``docker volume create --type mount`` on the manager, then wait for the CSI controller
+    to have created it (its volume ID)."""
+    sw.manager.docker(
+        "volume", "create", "--driver", plugin, "--type", "mount", "--scope", scope,
+        "--sharing", sharing, *extra, vol,
+    )  # fmt: skip
+    wait_for(
+        lambda: _volume_field(sw.manager, vol, "{{.ClusterVolume.Info.VolumeID}}"),
+        timeout=90,
+        what=f"{vol} created through the CSI controller\n{sw.logs()}",
+    )
+
+
 def _volume_field(eng: Engine, vol: str, template: str) -> str:
     r = eng.docker("volume", "inspect", "-f", template, vol, check=False)
     return r.stdout.strip() if r.returncode == 0 else ""
@@ -198,15 +212,7 @@ def test_single_node_volume_moves_with_its_service(swarm: Swarm) -> None:
     sw = swarm
     sw.wait_csi_reported()
     vol, svc = f"sn{uuid.uuid4().hex[:6]}", f"svc{uuid.uuid4().hex[:6]}"
-    sw.manager.docker(
-        "volume", "create", "--driver", PLUGIN, "--type", "mount", "--scope", "single",
-        "--sharing", "none", "--required-bytes", "1MB", vol,
-    )  # fmt: skip
-    wait_for(
-        lambda: _volume_field(sw.manager, vol, "{{.ClusterVolume.Info.VolumeID}}"),
-        timeout=90,
-        what=f"{vol} created through the CSI controller\n{sw.logs()}",
-    )
+    _create_volume(sw, vol, PLUGIN, "single", "none", "--required-bytes", "1MB")
     first, second = sw.manager, sw.worker
     sw.manager.docker(
         "service", "create", "--detach", "--no-resolve-image", "--name", svc,
@@ -266,15 +272,7 @@ def test_multi_node_volume_serves_a_task_on_every_node_at_once(swarm: Swarm) -> 
     sw = swarm
     sw.wait_csi_reported()
     vol, svc = f"mn{uuid.uuid4().hex[:6]}", f"svc{uuid.uuid4().hex[:6]}"
-    sw.manager.docker(
-        "volume", "create", "--driver", PLUGIN, "--type", "mount", "--scope", "multi",
-        "--sharing", "all", vol,
-    )  # fmt: skip
-    wait_for(
-        lambda: _volume_field(sw.manager, vol, "{{.ClusterVolume.Info.VolumeID}}"),
-        timeout=90,
-        what=f"{vol} created\n{sw.logs()}",
-    )
+    _create_volume(sw, vol, PLUGIN, "multi", "all")
     sw.manager.docker(
         "service", "create", "--detach", "--no-resolve-image", "--name", svc,
         "--replicas", "2", "--replicas-max-per-node", "1",
@@ -305,15 +303,7 @@ def test_single_node_volume_is_never_published_on_two_nodes(swarm: Swarm) -> Non
     sw = swarm
     sw.wait_csi_reported()
     vol, svc = f"one{uuid.uuid4().hex[:6]}", f"svc{uuid.uuid4().hex[:6]}"
-    sw.manager.docker(
-        "volume", "create", "--driver", PLUGIN, "--type", "mount", "--scope", "single",
-        "--sharing", "none", vol,
-    )  # fmt: skip
-    wait_for(
-        lambda: _volume_field(sw.manager, vol, "{{.ClusterVolume.Info.VolumeID}}"),
-        timeout=90,
-        what=f"{vol} created\n{sw.logs()}",
-    )
+    _create_volume(sw, vol, PLUGIN, "single", "none")
     sw.manager.docker(
         "service", "create", "--detach", "--no-resolve-image", "--name", svc,
         "--replicas", "2", "--replicas-max-per-node", "1", "--stop-grace-period", "1s",
@@ -396,15 +386,7 @@ def test_kill_9_in_the_middle_of_a_publish_loses_nothing_and_mounts_once(swarm: 
     sw = swarm
     sw.wait_csi_reported()
     vol, svc = f"k9{uuid.uuid4().hex[:6]}", f"svc{uuid.uuid4().hex[:6]}"
-    sw.manager.docker(
-        "volume", "create", "--driver", GATED, "--type", "mount", "--scope", "single",
-        "--sharing", "none", vol,
-    )  # fmt: skip
-    wait_for(
-        lambda: _volume_field(sw.manager, vol, "{{.ClusterVolume.Info.VolumeID}}"),
-        timeout=90,
-        what=f"{vol} created\n{sw.logs()}",
-    )
+    _create_volume(sw, vol, GATED, "single", "none")
     (vol_dir,) = wait_for(lambda: _volume_dirs_named(sw, vol), what="the volume's directory")
     (vol_dir / "before").write_text("written before the kill\n")
     gate, entered = sw.shared / ".gate", sw.shared / ".entered"
