@@ -169,35 +169,43 @@ def test_the_service_runs_only_quick_writes_on_its_event_loop(
     assert (cls.threads == [threading.get_ident()]) is on_loop, cls.threads
 
 
-# -- kill -9 inside a quick Remove ---------------------------------------------------------------
-_REMOVER = """
+# -- kill -9 inside a quick Create or Remove ---------------------------------------------------
+_KILLED = """
 import asyncio, os, signal, sys
 from pathlib import Path
 from dockvol._registry.sqlite import SqliteRegistry
 from dockvol._service.service import VolumeService
 from dockvol.drivers.local import LocalDriver
-base = Path(sys.argv[1])
+base, where, content = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 drv = LocalDriver(base / "root")
 drv.setup()
 reg = SqliteRegistry(base / "state")
 svc = VolumeService(drv, reg)
 svc.reconcile()
-asyncio.run(svc.create("v", {}))
-if sys.argv[2] == "data":
-    (base / "root" / reg.get("v").key / "f").write_text("x")
-def killed(name):  # the driver has removed the data; the registry has not committed yet
+assert svc._inline_writes
+def killed(*args):
     os.kill(os.getpid(), signal.SIGKILL)
-reg.delete = killed
+if where == "create":  # the registry has committed the record; the driver has not run
+    drv.create = killed
+    asyncio.run(svc.create("v", {}))
+asyncio.run(svc.create("v", {}))
+if content == "data":
+    (base / "root" / reg.get("v").key / "f").write_text("x")
+reg.delete = killed  # the driver has removed the data; the registry has not committed yet
 asyncio.run(svc.remove("v"))
 """
 
 
-@pytest.mark.parametrize("content", ["empty", "data"])
-def test_kill_9_between_the_driver_and_the_registry_leaves_a_whole_volume(
-    tmp_path: Path, content: str
+@pytest.mark.parametrize(
+    ("where", "content"), [("create", "empty"), ("remove", "empty"), ("remove", "data")]
+)
+def test_kill_9_between_the_registry_and_the_driver_leaves_a_whole_volume(
+    tmp_path: Path, where: str, content: str
 ) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", _REMOVER, str(tmp_path), content], capture_output=True, timeout=60
+        [sys.executable, "-c", _KILLED, str(tmp_path), where, content],
+        capture_output=True,
+        timeout=60,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
@@ -207,14 +215,15 @@ def test_kill_9_between_the_driver_and_the_registry_leaves_a_whole_volume(
     try:
         health = svc.reconcile()
         assert health.problems == []
-        # The Remove was never confirmed: the volume is still there, whole and usable (its data
-        # was on its way out, so it comes back empty), and the engine's retry completes it.
-        info = svc.get("v")
-        assert info is not None
+        # Neither the Create nor the Remove was confirmed, and the engine retries both: the
+        # volume is there, whole and usable (a removed one's data was on its way out, so it
+        # comes back empty), and the retry completes.
+        assert svc.get("v") is not None
         path = drv.mount(svc.volume("v"))
         assert path.is_dir() and list(path.iterdir()) == []
         trash = drv.root / ".trash"
         assert wait_until(lambda: not trash.exists() or not any(trash.iterdir()))
+        asyncio.run(svc.create("v", {}))  # the engine's retried Create succeeds too
         asyncio.run(svc.remove("v"))
         assert svc.get("v") is None
         assert not path.exists()
