@@ -318,7 +318,9 @@ class VolumeService:
             rec = VolumeRecord(
                 name=name, key=volume_key(name), options=dict(opts) or EMPTY, created_at=now
             )
-            winner = await self._write(self._create, rec, self._volume(rec))
+            # The options were parsed above: the driver's view is made from those values.
+            vol = Volume(rec.name, rec.key, values, now, rec.options, self.secrets)
+            winner = await self._write(self._create, rec, vol)
             if winner is not None:  # another host created it meanwhile
                 self._same_or_refuse(winner, opts, values)
 
