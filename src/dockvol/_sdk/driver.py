@@ -20,7 +20,7 @@ class Driver:
 
     Subclass it, declare ``options``, and implement ``create``, ``remove``, ``mount`` and
     ``unmount``. The framework calls them with validated volumes, one call at a time per volume,
-    off the event loop (blocking I/O is fine). It owns everything else: names, option parsing,
+    off the event loop (blocking I/O is fine; unless the class sets ``quick_writes``). It owns everything else: names, option parsing,
     reference counts, idempotency, durable state, the HTTP protocol. ``mount`` runs only for the
     first user of a volume and ``unmount`` only after the last one leaves.
 
