@@ -164,8 +164,9 @@ def markdown(res: dict[str, Any], out: Path, chart_path: Path) -> str:
     pk = m["packages"]
     L.append(
         f"Machine: {m['cpu'] or 'unknown CPU'}, {m['cores']} cores, Linux {m['kernel']}, "
-        f"Python {m['python']}; dockvol {pk['dockvol']} ({m['commit']}), uvicorn {pk['uvicorn']}, "
-        f"httptools {pk['httptools']}, uvloop {pk['uvloop']}, msgspec {pk['msgspec']}. "
+        f"Python {m['python']}; dockvol {pk['dockvol']} ({m['commit']}), "
+        + "".join(f"{name} {pk[name]}, " for name in sorted(pk) if name != "dockvol")[:-2]
+        + ". "
         f"Load average before/after: {res['load_before'][0]:.2f} / {res['load_after'][0]:.2f}"
         + "".join(f", after {k}: {v:.2f}" for k, v in res.get("section_load", {}).items())
         + " (a shared machine: read the floors below to judge the absolute numbers)."

@@ -39,7 +39,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for pkg in ("dockvol", "uvicorn", "httptools", "uvloop", "msgspec"):
+    for pkg in ("dockvol", "uvloop", "msgspec", "grpcio"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
