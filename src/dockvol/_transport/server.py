@@ -1,4 +1,13 @@
-"""Running the ASGI app under uvicorn on sockets we made (unix, inherited, TCP)."""
+"""dockvol's own HTTP/1.1 server: an ASGI app on sockets we made (unix, inherited, TCP+TLS).
+
+One asyncio protocol per connection, the request parser of ``http1.py``, and the bounds of
+``guard.py``. Requests on one connection are served one at a time, in order (pipelined ones
+wait their turn); each response leaves in one write. On ``stop()`` the listeners close, idle
+connections close, and requests in flight finish (up to ``graceful_seconds``).
+
+Why not a general ASGI server: the engine is the only client of a plugin socket, and a server
+shaped for it starts faster, holds less memory and answers sooner (BENCHMARKS.md).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +16,14 @@ import contextlib
 import logging
 import signal
 import socket
-import ssl
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
-
-import uvicorn
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import guard
+from .http1 import HTTPError, Parser, Request
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger("dockvol.server")
 
@@ -21,44 +31,569 @@ log = logging.getLogger("dockvol.server")
 # next request into an empty-body retry. So idle connections stay open for a day.
 KEEP_ALIVE_SECONDS = 24 * 3600
 
+ASGIApp = Callable[..., Awaitable[None]]
+Message = MutableMapping[str, Any]
+
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_PIPELINE_BYTES = 256 * 1024  # unserved bytes buffered before a connection stops reading
+_WRITE_HIGH = 256 * 1024  # unsent reply bytes before the next request waits for the client
+_LINGER_SECONDS = 2.0  # after a refusal, read (and drop) what the client still sends
+
+
+class HTTPServer:
+    """Serves ``app`` on listening sockets until :meth:`stop`."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = guard.MAX_CONNECTIONS,
+        request_timeout: float = guard.REQUEST_TIMEOUT,
+        max_head: int = guard.MAX_HEAD,
+        max_body: int | None = None,
+        graceful_seconds: float = 30,
+        keep_alive_seconds: float = KEEP_ALIVE_SECONDS,
+        lifespan: bool = False,
+    ) -> None:
+        self.app = app
+        self.ssl_context = ssl_context
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self.max_head = max_head
+        # The app's own bound when it has one: a body it would refuse is not buffered.
+        self.max_body: int = max_body or getattr(app, "max_body", None) or guard.MAX_BODY
+        self.graceful_seconds = graceful_seconds
+        self.keep_alive_seconds = keep_alive_seconds
+        self.lifespan = lifespan
+        self.connections: set[Connection] = set()
+        self.started = False
+        self.draining = False
+        self._servers: list[asyncio.AbstractServer] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._stop_requested = False
+        self._force = False
+        self._all_closed: asyncio.Event | None = None
+        self._lifespan_queue: asyncio.Queue[Message] | None = None
+        self._lifespan_task: asyncio.Task[None] | None = None
+        self._lifespan_done: asyncio.Queue[Message] | None = None
+        self._cap_logged = float("-inf")
+        self._cap_closed = 0
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def serve(self, sockets: Sequence[socket.socket]) -> None:
+        """Start on ``sockets``, serve until :meth:`stop`, then drain."""
+        await self.start(sockets)
+        assert self._stop is not None
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def start(self, sockets: Sequence[socket.socket]) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._all_closed = asyncio.Event()
+        if self._stop_requested:
+            self._stop.set()
+        if self.lifespan:
+            await self._lifespan_startup()
+        for sock in sockets:
+            if sock.family == socket.AF_UNIX:
+                server = await loop.create_unix_server(
+                    self._connection, sock=sock, ssl=self.ssl_context, backlog=1024
+                )
+            else:
+                server = await loop.create_server(
+                    self._connection,
+                    sock=sock,
+                    ssl=self.ssl_context,
+                    backlog=1024,
+                    # A client that never finishes its handshake is a slow request.
+                    ssl_handshake_timeout=self.request_timeout if self.ssl_context else None,
+                )
+            self._servers.append(server)
+        self.started = True
+
+    def stop(self, force: bool = False) -> None:
+        """Begin the drain (from the loop's thread); a second call, or ``force``, cuts it short."""
+        if self._stop_requested or force:
+            self._force = True
+            for conn in list(self.connections):
+                conn.abort()
+        self._stop_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
+    def stop_threadsafe(self, force: bool = False) -> None:
+        """:meth:`stop` from another thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._stop_requested = True
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has just stopped
+            loop.call_soon_threadsafe(self.stop, force)
+
+    async def shutdown(self) -> None:
+        self.draining = True
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.drain()
+        assert self._all_closed is not None
+        if self.connections and not self._force:
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), self.graceful_seconds)
+            except TimeoutError:
+                log.warning(
+                    "%d request(s) still running after %s s: closing their connections",
+                    sum(c.state == guard.BUSY for c in self.connections),
+                    self.graceful_seconds,
+                )
+        for conn in list(self.connections):
+            conn.abort()
+        if self.lifespan:
+            await self._lifespan_shutdown()
+
+    def _connection(self) -> Connection:
+        return Connection(self)
+
+    def _gone(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if self.draining and not self.connections and self._all_closed is not None:
+            self._all_closed.set()
+
+    def enforce_cap(self, newcomer: Connection) -> None:
+        if len(self.connections) <= self.max_connections:
+            return  # the common case: no scan
+        chosen, refuse = guard.victims(self.connections, newcomer, self.max_connections)
+        for conn in chosen:
+            conn.transport.close()
+        if refuse:
+            newcomer.refuse(
+                503,
+                f"the plugin has {self.max_connections} connections, all serving requests: "
+                "retry later",
+            )
+        self._cap_closed += len(chosen) + refuse
+        assert self._loop is not None
+        now = self._loop.time()
+        if now - self._cap_logged >= 10.0:  # one line per 10 s under attack, not one per client
+            log.warning(
+                "over %d connections: closed %d slow, idle or refused connection(s) since the "
+                "last report",
+                self.max_connections,
+                self._cap_closed,
+            )
+            self._cap_logged, self._cap_closed = now, 0
+
+    # -- ASGI lifespan (for embedding: testing/inprocess.py) -----------------------------------
+    async def _lifespan_startup(self) -> None:
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+        done: asyncio.Queue[Message] = asyncio.Queue()
+
+        async def send(message: Message) -> None:
+            await done.put(message)
+
+        scope = {"type": "lifespan", "asgi": _ASGI, "state": {}}
+        self._lifespan_queue = queue
+        self._lifespan_task = asyncio.ensure_future(self.app(scope, queue.get, send))
+        await queue.put({"type": "lifespan.startup"})
+        getter = asyncio.ensure_future(done.get())
+        await asyncio.wait([getter, self._lifespan_task], return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            getter.cancel()
+            self._lifespan_task.result()  # raises why startup failed
+            raise RuntimeError("the app ended its lifespan before startup completed")
+        reply = getter.result()
+        if reply["type"] != "lifespan.startup.complete":
+            raise RuntimeError(f"app startup failed: {reply.get('message', reply['type'])}")
+        self._lifespan_done = done
+
+    async def _lifespan_shutdown(self) -> None:
+        if self._lifespan_queue is None or self._lifespan_task is None:
+            return
+        await self._lifespan_queue.put({"type": "lifespan.shutdown"})
+        if self._lifespan_done is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._lifespan_done.get(), self.graceful_seconds)
+        if not self._lifespan_task.done():
+            self._lifespan_task.cancel()
+
+
+class Connection(asyncio.Protocol):
+    """One client: parses its requests and runs the app for each, in order."""
+
+    def __init__(self, server: HTTPServer) -> None:
+        self.server = server
+        self.app = server.app
+        self.parser = Parser(server.max_head, server.max_body)
+        self.state = guard.PENDING
+        self.since = 0.0
+        self.served = 0
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.cycle: Cycle | None = None
+        self.scheme = "http"
+        self.client: tuple[str, int] | None = None
+        self.local: tuple[str, int] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._lingering = False
+        self._eof = False  # the client has sent all it will
+        self._reading = True
+        self._writable: asyncio.Future[None] | None = None
+        self._lost: asyncio.Future[None] | None = None
+
+    # -- asyncio's callbacks -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.loop = self.server._loop or asyncio.get_running_loop()
+        self.since = self.loop.time()
+        transport.set_write_buffer_limits(high=_WRITE_HIGH)  # type: ignore[attr-defined]
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.client = (str(peer[0]), int(peer[1]))
+            here = transport.get_extra_info("sockname")
+            if isinstance(here, tuple):
+                self.local = (str(here[0]), int(here[1]))
+        self.server.connections.add(self)
+        if self.server.draining:
+            transport.close()
+            return
+        self._arm()
+        self.server.enforce_cap(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self.server._gone(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # refused: drop what still arrives until the client reads our answer
+        if self.state == guard.IDLE:
+            self.state, self.since = guard.PENDING, self.loop.time()  # the next request's 1st byte
+            self._arm()
+        self.parser.feed(data)
+        if self.cycle is None:
+            self._next()
+        elif self.parser.buffered > _PIPELINE_BYTES and self._reading:
+            self._reading = False
+            self.transport.pause_reading()  # pipelined far ahead: wait for the replies
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        if self.cycle is None:
+            self.transport.close()
+        return True  # a request being served still gets its reply (half-close)
+
+    def pause_writing(self) -> None:
+        self._writable = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # -- the guard -----------------------------------------------------------------------------
+    def closing(self) -> bool:
+        return self._lingering or self.transport.is_closing()
+
+    def _arm(self) -> None:
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.server.request_timeout, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self.state != guard.PENDING or self.transport.is_closing():
+            return  # re-armed when the next request begins
+        waited = self.loop.time() - self.since
+        if waited >= self.server.request_timeout:
+            log.warning(
+                "closing a connection that took over %.0f s to send its request",
+                self.server.request_timeout,
+            )
+            self.transport.close()
+            return
+        remaining = max(self.server.request_timeout - waited, 0.05)
+        self._timer = self.loop.call_later(remaining, self._check)
+
+    def refuse(self, status: int, message: str) -> None:
+        """Answer ``{"Err": message}`` and close, letting the client read the answer first."""
+        self.state = guard.BUSY  # nothing more to parse: not a slow sender any more
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(guard.json_refusal(status, message))
+        if self._lingering or not transport.can_write_eof():
+            transport.close()
+            return
+        # Closing with unread input would reset the connection and could destroy the answer
+        # before the client reads it: send EOF, drop what still comes, close soon after.
+        self._lingering = True
+        transport.write_eof()
+        if not self._reading:
+            self._reading = True
+            transport.resume_reading()
+        self.loop.call_later(_LINGER_SECONDS, transport.close)
+
+    def drain(self) -> None:
+        """The server is stopping: close now unless a request is being served."""
+        if self.cycle is None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.cycle is not None and self.cycle.task is not None:
+            self.cycle.task.cancel()
+        self.transport.close()
+
+    # -- requests ------------------------------------------------------------------------------
+    def _next(self) -> None:
+        try:
+            request = self.parser.next()
+        except HTTPError as exc:
+            self.refuse(exc.status, exc.message)
+            return
+        if request is None:
+            if self.parser.wants_continue:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.parser.continue_sent()
+            return
+        self.state = guard.BUSY
+        cycle = self.cycle = Cycle(self, request)
+        cycle.task = self.loop.create_task(cycle.run())
+
+    def done(self, cycle: Cycle) -> None:
+        """``cycle``'s reply is written: close, or go on with the next request."""
+        self.cycle = None
+        self.served += 1
+        if not cycle.keep_alive or self.server.draining or self.transport.is_closing():
+            self.transport.close()
+            return
+        if self.parser.buffered:
+            self.state, self.since = guard.PENDING, self.loop.time()
+            self._arm()
+        else:
+            self.state, self.since = guard.IDLE, self.loop.time()
+        if not self._reading:
+            self._reading = True
+            self.transport.resume_reading()
+        if self._writable is not None:
+            # The client is not reading its replies: serve nothing more until it does.
+            self._writable.add_done_callback(lambda _f: self._next_if_free())
+            return
+        self._next_if_free()
+
+    def _next_if_free(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
+            self._next()
+            if self._eof and self.cycle is None:
+                self.transport.close()  # all the client's requests are answered
+
+    def lost(self) -> asyncio.Future[None]:
+        if self._lost is None:
+            self._lost = self.loop.create_future()
+            if self.transport.is_closing():
+                self._lost.set_result(None)
+        return self._lost
+
+
+class Cycle:
+    """One request and its response: the ASGI ``receive`` and ``send`` of one call."""
+
+    __slots__ = (
+        "_chunked",
+        "complete",
+        "conn",
+        "head",
+        "keep_alive",
+        "received",
+        "request",
+        "scope",
+        "started",
+        "task",
+    )
+
+    def __init__(self, conn: Connection, request: Request) -> None:
+        self.conn = conn
+        self.request = request
+        self.keep_alive = request.keep_alive
+        self.received = False
+        self.started = False
+        self.complete = False
+        self.head = b""
+        self.task: asyncio.Task[None] | None = None
+        self._chunked = False
+        target = request.target
+        if target[:1] != b"/" and b"://" in target:  # absolute form: keep the path
+            target = b"/" + target.split(b"://", 1)[1].partition(b"/")[2]
+        raw_path, _, query = target.partition(b"?")
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            from urllib.parse import unquote
+
+            path = unquote(path)
+        self.scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": request.version,
+            "method": request.method,
+            "scheme": conn.scheme,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": request.headers,
+            "client": conn.client,
+            "server": conn.local,
+        }
+
+    async def run(self) -> None:
+        conn = self.conn
+        try:
+            await conn.app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            conn.transport.close()  # the server is stopping without waiting any more
+            return
+        except Exception:  # the app's bug: a JSON 500 on the wire, the traceback in the log
+            log.exception("internal error in the HTTP app on %s", self.scope["path"])
+            self._fail()
+            return
+        if not self.complete:
+            log.error("the HTTP app returned without completing its reply")
+            self._fail()
+            return
+        conn.done(self)
+
+    def _fail(self) -> None:
+        conn = self.conn
+        if self.started or conn.transport.is_closing():
+            conn.transport.close()  # part of a reply is out: the stream is broken
+        else:
+            conn.refuse(500, "internal error in the plugin; see the plugin log")
+        conn.cycle = None
+
+    async def receive(self) -> Message:
+        if not self.received:
+            self.received = True
+            return {"type": "http.request", "body": self.request.body, "more_body": False}
+        if not self.complete:
+            await self.conn.lost()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.started = True
+            self.head = self._head(message["status"], message.get("headers") or ())
+        elif kind == "http.response.body":
+            if not self.started or self.complete:
+                raise RuntimeError("http.response.body outside a response")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            self.complete = not more
+            transport = self.conn.transport
+            if transport.is_closing():
+                return  # the client went away; finish quietly
+            if self.request.method == "HEAD":
+                body = b""
+            elif self._chunked:
+                body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + (
+                    b"" if more else b"0\r\n\r\n"
+                )
+            if self.head:
+                transport.write(self.head + body)
+                self.head = b""
+            elif body:
+                transport.write(body)
+            writable = self.conn._writable
+            if more and writable is not None:
+                await writable  # the client reads slowly: wait before sending more
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+
+    def _head(self, status: int, headers: Any) -> bytes:
+        length = False
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _phrase(status).encode())]
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                length = True
+            elif lowered == b"connection":
+                if b"close" in value.lower():
+                    self.keep_alive = False
+                continue  # ours says it
+            elif lowered == b"transfer-encoding":
+                continue  # ours says it
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if not length and self.request.method != "HEAD":
+            if self.request.version == "1.1":
+                self._chunked = True
+                lines.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self.keep_alive = False  # HTTP/1.0 without a length: the end is the close
+        if self.conn.server.draining:
+            self.keep_alive = False  # stopping: tell the client not to send another
+        if not self.keep_alive:
+            lines.append(b"connection: close\r\n")
+        elif self.request.version == "1.0":
+            lines.append(b"connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+
+def _phrase(status: int) -> str:
+    phrase = guard.PHRASES.get(status)
+    if phrase is None:
+        from http import HTTPStatus
+
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+    return phrase
+
+
+# -- dockvol serve -------------------------------------------------------------------------------
+
 
 def make_server(
-    app: Callable[..., Awaitable[None]],
+    app: ASGIApp,
     *,
     ssl_context: ssl.SSLContext | None = None,
     max_connections: int = guard.MAX_CONNECTIONS,
     request_timeout: float = guard.REQUEST_TIMEOUT,
     graceful_seconds: int = 30,
-) -> uvicorn.Server:
-    # Bounds per client (guard.py): time to send a request, head size, connection count. They
-    # replace uvicorn's limit_concurrency, whose plain-text 503 the engine cannot read.
-    protocol = guard.protocol_class(
-        guard.http_implementation(),
-        request_timeout=request_timeout,
-        max_connections=max_connections,
-    )
-    config = uvicorn.Config(
+) -> HTTPServer:
+    return HTTPServer(
         app,
-        http=protocol,
-        ws="none",  # the protocol is plain HTTP: no upgrade, whatever happens to be installed
-        lifespan="off",  # serve reconciles before binding; embedding users get lifespan
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        proxy_headers=False,  # no proxy stands before a plugin socket; the middleware costs a call
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        timeout_graceful_shutdown=graceful_seconds,
-        limit_concurrency=None,
-        h11_max_incomplete_event_size=guard.MAX_HEAD,
-        # Our own context (mutual TLS settings) instead of one uvicorn builds from files.
-        ssl_context_factory=(lambda _cfg, _default: ssl_context) if ssl_context else None,
+        ssl_context=ssl_context,
+        max_connections=max_connections,
+        request_timeout=request_timeout,
+        graceful_seconds=graceful_seconds,
     )
-    return uvicorn.Server(config)
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when installed (the ``fast`` extra), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return new_loop
 
 
 def run(
-    server: uvicorn.Server,
+    server: HTTPServer,
     sockets: Sequence[socket.socket],
     on_ready: Callable[[], None] | None = None,
     beside: Sequence[contextlib.AbstractAsyncContextManager[Any]] = (),
@@ -69,27 +604,31 @@ def run(
     """
 
     async def main() -> None:
-        async with contextlib.AsyncExitStack() as stack:
-            for cm in beside:
-                await stack.enter_async_context(cm)
-            task = asyncio.create_task(server.serve(sockets=list(sockets)))
-            while not server.started and not task.done():
-                await asyncio.sleep(0.005)
-            if server.started and on_ready is not None:
-                on_ready()
-            await task
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.stop)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for cm in beside:
+                    await stack.enter_async_context(cm)
+                await server.start(sockets)
+                if on_ready is not None:
+                    on_ready()
+                assert server._stop is not None
+                await server._stop.wait()
+                await server.shutdown()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
-    # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal once it has
-    # drained. With the default SIGTERM action that kills us before the socket and spec file
-    # are removed, so SIGTERM outside uvicorn's own handling (the re-raise, or one arriving while
-    # the side listeners start) just asks the server to stop; the cleanup then runs.
+    # A SIGTERM before the loop runs (or after it) asks for a stop instead of killing us
+    # before the socket and spec file are removed.
     def stop(signum: int, frame: object) -> None:
-        server.should_exit = True
+        server._stop_requested = True
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        # uvloop when installed (the `fast` extra), as uvicorn's own run() would choose.
-        with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(main())
     finally:
         signal.signal(signal.SIGTERM, previous)
