@@ -58,6 +58,12 @@ class App:
                 await asyncio.sleep(0.005)
         if path == "/boom":
             raise RuntimeError("secret internals")
+        if path == "/big":  # over the size joined with the head: sent as head, then body
+            big = b"x" * 300_000
+            headers = [(b"content-length", b"%d" % len(big))]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": big})
+            return
         if path == "/stream":
             await send({"type": "http.response.start", "status": 200, "headers": []})
             for part in (b"one ", b"two ", b"three"):
@@ -191,6 +197,17 @@ def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
         buf = bytearray()
         paths = [json.loads(read_response(s, buf)[2])["path"] for _ in range(3)]
         assert paths == ["/slow", "/fast", "/last"]
+        s.close()
+
+
+def test_a_big_reply_arrives_whole_and_in_order(tmp_path: Path) -> None:
+    with serving(tmp_path) as (path, _):
+        s = connect(path)
+        s.sendall(post("/small") + post("/big") + post("/after"))
+        buf = bytearray()
+        assert json.loads(read_response(s, buf)[2])["path"] == "/small"
+        assert read_response(s, buf)[2] == b"x" * 300_000
+        assert json.loads(read_response(s, buf)[2])["path"] == "/after"
         s.close()
 
 

@@ -37,6 +37,7 @@ Message = MutableMapping[str, Any]
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _PIPELINE_BYTES = 256 * 1024  # unserved bytes buffered before a connection stops reading
 _WRITE_HIGH = 256 * 1024  # unsent reply bytes before the next request waits for the client
+_JOIN_MAX = 16 * 1024  # bodies up to this size leave in the same write as their head
 _LINGER_SECONDS = 2.0  # after a refusal, read (and drop) what the client still sends
 
 
@@ -510,7 +511,11 @@ class Cycle:
                     b"" if more else b"0\r\n\r\n"
                 )
             if self.head:
-                transport.write(self.head + body)
+                if len(body) < _JOIN_MAX:
+                    transport.write(self.head + body)  # one send: the client wakes once
+                else:
+                    transport.write(self.head)  # a big body (List) is not copied to be joined
+                    transport.write(body)
                 self.head = b""
             elif body:
                 transport.write(body)
