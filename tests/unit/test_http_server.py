@@ -322,6 +322,15 @@ def test_a_slow_request_is_cut_off_and_an_idle_one_kept(tmp_path: Path) -> None:
             s.close()
 
 
+def test_an_idle_connection_is_closed_after_the_keep_alive_time(tmp_path: Path) -> None:
+    with serving(tmp_path, keep_alive_seconds=0.5) as (path, _):
+        s = connect(path)
+        s.sendall(post("/a"))
+        read_response(s, bytearray())
+        assert closed_by_server(s, within=5)
+        s.close()
+
+
 def test_over_the_cap_with_every_connection_busy_the_newcomer_gets_a_json_503(
     tmp_path: Path,
 ) -> None:

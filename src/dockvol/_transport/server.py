@@ -66,6 +66,7 @@ class HTTPServer:
         self.max_body: int = max_body or getattr(app, "max_body", None) or guard.MAX_BODY
         self.graceful_seconds = graceful_seconds
         self.keep_alive_seconds = keep_alive_seconds
+        self.check_period = min(request_timeout, keep_alive_seconds)  # of each connection's bounds
         self.lifespan = lifespan
         self.connections: set[Connection] = set()
         self.started = False
@@ -262,7 +263,7 @@ class Connection(asyncio.Protocol):
         if self.server.draining:
             transport.close()
             return
-        self._arm()
+        self._timer = self.loop.call_later(self.server.check_period, self._check)
         self.server.enforce_cap(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -280,7 +281,6 @@ class Connection(asyncio.Protocol):
             return  # refused: drop what still arrives until the client reads our answer
         if self.state == guard.IDLE:
             self.state, self.since = guard.PENDING, self.loop.time()  # the next request's 1st byte
-            self._arm()
         self.parser.feed(data)
         if self.cycle is None:
             self._next()
@@ -306,24 +306,35 @@ class Connection(asyncio.Protocol):
     def closing(self) -> bool:
         return self._lingering or self.transport.is_closing()
 
-    def _arm(self) -> None:
-        if self._timer is None:
-            self._timer = self.loop.call_later(self.server.request_timeout, self._check)
+    def _limit(self) -> float | None:
+        """How long the current state may last: sending a request, or idling between two."""
+        if self.state == guard.PENDING:
+            return self.server.request_timeout
+        if self.state == guard.IDLE:
+            return self.server.keep_alive_seconds
+        return None  # being served: never cut off
 
     def _check(self) -> None:
-        self._timer = None
-        if self.state != guard.PENDING or self.transport.is_closing():
-            return  # re-armed when the next request begins
-        waited = self.loop.time() - self.since
-        if waited >= self.server.request_timeout:
-            log.warning(
-                "closing a connection that took over %.0f s to send its request",
-                self.server.request_timeout,
-            )
-            self.transport.close()
+        """Runs at least every ``request_timeout`` for the connection's life: no timer is set
+        or cancelled per request, and a deadline is enforced within that period."""
+        if self.transport.is_closing():
+            self._timer = None
             return
-        remaining = max(self.server.request_timeout - waited, 0.05)
-        self._timer = self.loop.call_later(remaining, self._check)
+        limit = self._limit()
+        period = self.server.check_period
+        delay = period
+        if limit is not None:
+            waited = self.loop.time() - self.since
+            if waited >= limit:
+                if self.state == guard.PENDING:
+                    log.warning(
+                        "closing a connection that took over %.0f s to send its request", limit
+                    )
+                self._timer = None
+                self.transport.close()
+                return
+            delay = min(limit - waited, period)
+        self._timer = self.loop.call_later(max(delay, 0.01), self._check)
 
     def refuse(self, status: int, message: str) -> None:
         """Answer ``{"Err": message}`` and close, letting the client read the answer first."""
@@ -379,9 +390,8 @@ class Connection(asyncio.Protocol):
             return
         if self.parser.buffered:
             self.state, self.since = guard.PENDING, self.loop.time()
-            self._arm()
         else:
-            self.state, self.since = guard.IDLE, self.loop.time()
+            self.state, self.since = guard.IDLE, self.loop.time()  # a day at most
         if not self._reading:
             self._reading = True
             self.transport.resume_reading()
