@@ -241,6 +241,18 @@ def test_http_1_0_gets_its_reply_then_the_close(tmp_path: Path) -> None:
         s.close()
 
 
+def test_a_client_that_half_closes_still_gets_every_reply_then_the_close(tmp_path: Path) -> None:
+    with serving(tmp_path) as (path, _):
+        s = connect(path)
+        s.sendall(post("/one") + post("/two"))
+        s.shutdown(socket.SHUT_WR)
+        buf = bytearray()
+        assert json.loads(read_response(s, buf)[2])["path"] == "/one"
+        assert json.loads(read_response(s, buf)[2])["path"] == "/two"
+        assert closed_by_server(s, within=5)
+        s.close()
+
+
 def test_head_reply_has_no_body(tmp_path: Path) -> None:
     with serving(tmp_path) as (path, _):
         s = connect(path)

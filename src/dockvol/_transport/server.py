@@ -292,7 +292,9 @@ class Connection(asyncio.Protocol):
         self._eof = True
         if self.cycle is None:
             self.transport.close()
-        return True  # a request being served still gets its reply (half-close)
+            return None
+        # A request being served still gets its reply (half-close); TLS cannot half-close.
+        return None if self.scheme == "https" else True
 
     def pause_writing(self) -> None:
         self._writable = self.loop.create_future()
