@@ -1,14 +1,12 @@
-"""The connection guard (request deadline, head size, connection cap) for both HTTP parsers.
+"""The connection guard (request deadline, head size, connection cap) of dockvol's HTTP server.
 
-A uvicorn server runs in a thread on a unix socket with small limits, so that each rule can be
-seen at work quickly. ``httptools`` is optional (the ``fast`` extra): its cases run only where
-it is installed.
+The server runs in a thread on a unix socket with small limits, so that each rule can be seen
+at work quickly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import socket
 import threading
@@ -18,20 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-import uvicorn
-
 from dockvol._transport import guard
+from dockvol._transport.server import HTTPServer
 
-KINDS = [
-    "h11",
-    pytest.param(
-        "httptools",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("httptools") is None, reason="httptools not installed"
-        ),
-    ),
-]
 TIMEOUT = 0.5
 CAP = 20
 
@@ -49,21 +36,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextmanager
-def serving(kind: str, tmp: Path) -> Iterator[Path]:
+def serving(tmp: Path) -> Iterator[Path]:
     path = tmp / "g.sock"
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(path))
     sock.listen(1024)
-    config = uvicorn.Config(
-        app,
-        http=guard.protocol_class(kind, request_timeout=TIMEOUT, max_connections=CAP),
-        limit_concurrency=None,
-        h11_max_incomplete_event_size=guard.MAX_HEAD,
-        timeout_keep_alive=3600,
-        log_config=None,
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
+    sock.setblocking(False)
+    server = HTTPServer(app, request_timeout=TIMEOUT, max_connections=CAP)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
     thread.start()
     deadline = time.monotonic() + 10
@@ -72,7 +51,7 @@ def serving(kind: str, tmp: Path) -> Iterator[Path]:
     try:
         yield path
     finally:
-        server.should_exit = True
+        server.stop_threadsafe()
         thread.join(10)
         sock.close()
 
@@ -115,9 +94,8 @@ def closed_by_server(s: socket.socket, within: float) -> bool:
         return False
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_slow_request_is_cut_off_after_the_deadline(kind: str, tmp_path: Path) -> None:
-    with serving(kind, tmp_path) as path:
+def test_slow_request_is_cut_off_after_the_deadline(tmp_path: Path) -> None:
+    with serving(tmp_path) as path:
         silent = connect(path)  # connects, never sends
         partial = connect(path)
         partial.sendall(b"POST /VolumeDriver.Get HTTP/1.1\r\nHost: \r\n")  # headers unfinished
@@ -128,9 +106,8 @@ def test_slow_request_is_cut_off_after_the_deadline(kind: str, tmp_path: Path) -
             s.close()
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_idle_keep_alive_connection_is_never_closed(kind: str, tmp_path: Path) -> None:
-    with serving(kind, tmp_path) as path:
+def test_idle_keep_alive_connection_is_never_closed(tmp_path: Path) -> None:
+    with serving(tmp_path) as path:
         s = connect(path)
         assert b'"/a"' in request(s, "/a")
         # Idle between requests for several deadlines: the engine keeps such connections.
@@ -140,15 +117,13 @@ def test_idle_keep_alive_connection_is_never_closed(kind: str, tmp_path: Path) -
         s.close()
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_long_call_is_not_cut_off(kind: str, tmp_path: Path) -> None:
-    with serving(kind, tmp_path) as path:
+def test_long_call_is_not_cut_off(tmp_path: Path) -> None:
+    with serving(tmp_path) as path:
         assert b'"/slow"' in request(path, "/slow")
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_connection_cap_evicts_slow_clients_and_keeps_serving(kind: str, tmp_path: Path) -> None:
-    with serving(kind, tmp_path) as path:
+def test_connection_cap_evicts_slow_clients_and_keeps_serving(tmp_path: Path) -> None:
+    with serving(tmp_path) as path:
         idle = connect(path)
         assert b'"/idle"' in request(idle, "/idle")
         hogs = []
@@ -166,9 +141,8 @@ def test_connection_cap_evicts_slow_clients_and_keeps_serving(kind: str, tmp_pat
         idle.close()
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_refusals_are_json_objects(kind: str, tmp_path: Path) -> None:
-    with serving(kind, tmp_path) as path:
+def test_refusals_are_json_objects(tmp_path: Path) -> None:
+    with serving(tmp_path) as path:
         for raw in (
             b"GARBAGE\r\n\r\n",
             b"POST /x HTTP/1.1\r\nContent-Length: nope\r\n\r\n",
@@ -187,8 +161,3 @@ def test_refusals_are_json_objects(kind: str, tmp_path: Path) -> None:
             assert head.split()[1] in (b"400", b"431"), head
             assert b"application/json" in head
             assert isinstance(json.loads(body)["Err"], str)
-
-
-def test_unknown_kind_is_refused() -> None:
-    with pytest.raises(ValueError, match="h11 or httptools"):
-        guard.protocol_class("zttp")

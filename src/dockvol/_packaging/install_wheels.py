@@ -13,7 +13,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-MODULES = ("dockvol", "dockvol._cli.main", "uvicorn", "msgspec")
+MODULES = ("dockvol", "dockvol._cli.main", "dockvol._transport.server", "msgspec")
 
 
 def install(wheel: Path, site: Path) -> None:

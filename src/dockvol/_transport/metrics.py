@@ -264,8 +264,7 @@ async def serve_metrics(
     addr: str, metrics: Metrics, health_fn: HealthFn
 ) -> AsyncIterator[tuple[str, int]]:
     """Serve ``/metrics`` and ``/health`` on ``addr`` while the block runs; yields (host, port)."""
-    import uvicorn
-
+    from .server import HTTPServer
     from .side import bind_tcp, serve_beside
     from .tls import is_loopback
 
@@ -277,20 +276,16 @@ async def serve_metrics(
             host,
         )
     sock = bind_tcp(host, port, "metrics", backlog=64)
-    config = uvicorn.Config(
+    server = HTTPServer(
         metrics_app(metrics, health_fn),
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        http="h11",
-        ws="none",
-        limit_concurrency=64,  # a scraper needs one connection
-        h11_max_incomplete_event_size=8192,
-        server_header=False,
+        max_connections=64,  # a scraper needs one connection
+        max_head=8192,
+        max_body=8192,  # GET and HEAD only
+        graceful_seconds=5,
     )
     try:
         bound = sock.getsockname()
-        async with serve_beside(config, sock, f"metrics listener on {addr}"):
+        async with serve_beside(server, sock, f"metrics listener on {addr}"):
             yield bound[0], bound[1]
     finally:
         sock.close()

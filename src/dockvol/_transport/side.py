@@ -1,51 +1,33 @@
 """Servers beside the main one (TCP+TLS, metrics) on the same event loop.
 
-uvicorn's ``Server.serve`` takes over SIGTERM/SIGINT; with several servers in one loop only the
-main one may do that. A side server runs while its ``async with`` block runs and is stopped
-(gracefully) when the main server has returned.
+Only ``server.run`` handles SIGTERM/SIGINT; a side server runs while its ``async with`` block
+runs and is stopped (gracefully) when the main server has returned.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-
-def _quiet_server_class() -> type[Any]:
-    import uvicorn
-
-    class QuietServer(uvicorn.Server):
-        """A uvicorn server that leaves signal handling to the plugin's main server."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-        def install_signal_handlers(self) -> None:  # uvicorn < 0.29
-            pass
-
-    return QuietServer
+if TYPE_CHECKING:
+    from .server import HTTPServer
 
 
 @contextlib.asynccontextmanager
-async def serve_beside(config: Any, sock: socket.socket, what: str) -> AsyncIterator[None]:
-    """Serve ``config`` (a ``uvicorn.Config``) on ``sock`` until the block ends."""
-    server = _quiet_server_class()(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+async def serve_beside(server: HTTPServer, sock: socket.socket, what: str) -> AsyncIterator[None]:
+    """Serve with ``server`` on ``sock`` until the block ends."""
     try:
-        while not server.started:
-            if task.done():
-                task.result()  # raises why it failed
-                raise OSError(f"{what} stopped at start")
-            await asyncio.sleep(0.01)  # uvicorn exposes readiness only as this flag
+        await server.start([sock])
+    except OSError as exc:
+        raise OSError(f"{what} could not start: {exc}") from None
+    try:
         yield
     finally:
-        server.should_exit = True
+        server.stop()
         with contextlib.suppress(Exception):
-            await task
+            await server.shutdown()
 
 
 def bind_tcp(host: str, port: int, what: str, backlog: int = 1024) -> socket.socket:

@@ -29,11 +29,11 @@ async def serve_tcp(
     from . import server
 
     sock = bind_tcp(plan.host, plan.port, "the engine")
-    config = server.make_server(app, ssl_context=plan.context).config
+    srv = server.make_server(app, ssl_context=plan.context)
     spec: Path | None = None
     try:
         addr = plan.addr_for(sock.getsockname()[1])
-        async with serve_beside(config, sock, f"TCP listener on {addr}"):
+        async with serve_beside(srv, sock, f"TCP listener on {addr}"):
             if spec_dir is not None:
                 if plan.context is not None and plan.client is None:
                     log.warning(

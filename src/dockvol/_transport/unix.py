@@ -11,6 +11,11 @@ from pathlib import Path
 
 MAX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
+# The socket files this process bound: path -> (device, inode, ctime) of the file bind() made.
+# The socket's own fd cannot tell (fstat of a socket fd describes the socket, not the file);
+# ctime tells our file from a later one that reuses a freed inode number.
+_BOUND: dict[str, tuple[int, int, int]] = {}
+
 
 class SocketError(Exception):
     """The socket cannot be used; the message says what to do."""
@@ -58,6 +63,8 @@ def bind_unix(path: Path, group: str | None) -> socket.socket:
     if gid != -1:
         os.chown(raw, -1, gid)
     os.chmod(raw, 0o660)
+    made = os.lstat(raw)
+    _BOUND[os.fsdecode(raw)] = (made.st_dev, made.st_ino, made.st_ctime_ns)
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -88,26 +95,18 @@ def _clear_stale(path: Path) -> None:
     )
 
 
-def remove_socket(path: Path, sock: socket.socket) -> None:
-    """Remove our socket file, only if it is still ours (same inode)."""
+def remove_socket(path: Path, sock: socket.socket | None = None) -> None:
+    """Remove the socket file this process bound at ``path``, only if it is still that file.
+
+    A file another process has since put there (a new plugin started on the same path) stays.
+    ``sock`` is accepted for callers that have it; open or closed, it does not matter.
+    """
+    key = os.fsdecode(os.fsencode(path))
+    made = _BOUND.get(key)
+    if made is None:
+        return
     with contextlib.suppress(OSError):
-        if sock.fileno() == -1:
-            # uvicorn closes listening sockets at shutdown: then ours is the one nobody answers.
-            if _nobody_listens(path):
-                path.unlink()
-        elif os.stat(path).st_ino == os.fstat(sock.fileno()).st_ino:
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino, st.st_ctime_ns) == made:
             path.unlink()
-
-
-def _nobody_listens(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(os.fsencode(path))
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return False
+    _BOUND.pop(key, None)

@@ -1,12 +1,14 @@
 """Serve a dockvol ``Driver`` in this process on a unix socket, so the kit can test it.
 
 The kit still talks to it only through the socket; this module is the one place that uses
-dockvol's public server API (``dockvol.create_app``) and uvicorn.
+dockvol's public server API (``dockvol.create_app``), served by dockvol's own HTTP server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Callable
@@ -46,9 +48,8 @@ class InProcessPlugin:
         return WireClient(str(self.sock))
 
     def start(self) -> InProcessPlugin:
-        import uvicorn
-
         import dockvol
+        from dockvol._transport import server as http
 
         create_app = cast(Callable[..., Any], dockvol.create_app)
         (self.dir / "root").mkdir(parents=True, exist_ok=True)
@@ -60,18 +61,22 @@ class InProcessPlugin:
             setup()
         app = create_app(driver, state_dir=self.dir / "state")
         self.sock.unlink(missing_ok=True)
-        config = uvicorn.Config(
-            app,
-            uds=str(self.sock),
-            lifespan="on",
-            log_level="warning",
-            access_log=False,
-            timeout_keep_alive=24 * 3600,  # as the engine expects: never close idle connections
-        )
-        server = uvicorn.Server(config)
-        # uvicorn installs signal handlers only in the main thread: ours is not.
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.sock))
+        listener.listen(128)
+        listener.setblocking(False)
+        # Lifespan on: the app reconciles at startup, as under any ASGI server. Idle
+        # connections stay open (the engine expects that); no signal handlers (not our thread).
+        server = http.HTTPServer(app, lifespan=True)
         self._server = server
-        self._thread = threading.Thread(target=server.run, name="dockvol-inprocess", daemon=True)
+
+        def serve() -> None:
+            try:
+                asyncio.run(server.serve([listener]))
+            finally:
+                listener.close()
+
+        self._thread = threading.Thread(target=serve, name="dockvol-inprocess", daemon=True)
         self._thread.start()
         wait_ready(self.client, self.timeout)
         return self
@@ -79,8 +84,7 @@ class InProcessPlugin:
     def _halt(self, force: bool) -> None:
         if self._server is None or self._thread is None:
             return
-        self._server.should_exit = True
-        self._server.force_exit = force
+        self._server.stop_threadsafe(force=force)
         self._thread.join(self.timeout)
         self._server = self._thread = None
 
