@@ -112,3 +112,13 @@ def _mnt_ns(pid: int) -> str | None:
         return os.readlink(f"/proc/{pid}/ns/mnt")
     except OSError:
         return None
+
+
+def lines(text: str) -> dict[int, float]:
+    """A fencing test's writer output, ``TIME NUMBER`` per line: number -> its time."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            out[int(parts[1])] = float(parts[0])
+    return out

@@ -27,6 +27,7 @@ import pytest
 
 from dockvol._service.names import volume_key
 from dockvol.drivers.block import fscrypt, loop
+from tests.cluster.nodes import lines
 from tests.support.engine import BUSYBOX_IMAGE, Engine
 from tests.support.plugin import Plugin, call
 
@@ -143,16 +144,6 @@ def nodes(etcd: EtcdCluster, shared_root: Path) -> Iterator[dict[str, Node]]:
             node.engine.stop()
             for p in node.proxies:
                 p.close()
-
-
-def lines(text: str) -> dict[int, float]:
-    """The writer's lines: number -> uptime."""
-    out = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            out[int(parts[1])] = float(parts[0])
-    return out
 
 
 def serves_single_node(n: Node) -> bool:

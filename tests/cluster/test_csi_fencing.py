@@ -42,6 +42,7 @@ from dockvol._csi import csi_pb2_grpc as pb_grpc
 from dockvol._csi.access import TOPOLOGY_KEY
 from dockvol._service.names import volume_key
 from dockvol.drivers.block import loop
+from tests.cluster.nodes import lines
 from tests.csi.conftest import unmount_all_under
 from tests.csi.test_controller import cap, code_of
 from tests.support.plugin import Plugin
@@ -194,16 +195,6 @@ def pair(etcd: EtcdCluster, base: Path) -> Iterator[tuple[CsiNode, CsiNode]]:
             node.plugin.stop()
             for p in node.proxies:
                 p.close()
-
-
-def lines(text: str) -> dict[int, float]:
-    """The writer's lines: number -> monotonic time."""
-    out = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            out[int(parts[1])] = float(parts[0])
-    return out
 
 
 def read(path: Path) -> str:
