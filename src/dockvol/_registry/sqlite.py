@@ -80,6 +80,10 @@ class SqliteRegistry(Registry):
         # Durability is the same: every commit is in the fsynced WAL before it returns.
         self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
         self._db.execute("PRAGMA foreign_keys=ON")
+        # Reads come from the in-memory view, never from SQLite: its page cache only serves the
+        # few B-tree pages a write touches. 256 KiB instead of the default 2 MiB, which a
+        # registry of 10,000 volumes filled (1.5 MB of the plugin's RSS).
+        self._db.execute("PRAGMA cache_size=-256")
         self._migrate()
         self._view: dict[str, VolumeRecord] = self._load()
 
@@ -124,7 +128,9 @@ class SqliteRegistry(Registry):
         return self._view.get(name)
 
     def all(self) -> Iterable[VolumeRecord]:
-        return self._view.values()
+        # A snapshot: list() of a dict's values runs in C under the GIL, so a write in a pool
+        # thread cannot change the dict while it is copied, nor while a caller iterates.
+        return list(self._view.values())
 
     # -- writes ---------------------------------------------------------------------------------
     def create(self, record: VolumeRecord) -> None:
@@ -140,16 +146,14 @@ class SqliteRegistry(Registry):
                     self._db.execute(_INSERT_VOLUME, row)
                     for m in record.mounts.values():
                         self._insert_mount(record.name, m)
-            self._view = {**self._view, record.name: record}
+            self._view[record.name] = record
             self.generation += 1
 
     def delete(self, name: str) -> None:
         with self._lock:
             # One statement (its mount records go with it, ON DELETE CASCADE): autocommit.
             self._db.execute("DELETE FROM volumes WHERE name = ?", (name,))
-            view = dict(self._view)
-            view.pop(name, None)
-            self._view = view
+            self._view.pop(name, None)
             self.generation += 1
 
     def set_options(self, name: str, options: Mapping[str, str]) -> None:
@@ -196,8 +200,7 @@ class SqliteRegistry(Registry):
 
     def _replace(self, name: str, **changes: object) -> None:
         # Records are immutable and replaced whole, so readers on the event loop never see a
-        # half-applied change; only create/delete (which change the size) copy the dict, so a
-        # List iterating the view is never disturbed.
+        # half-applied change (readers iterate a snapshot: see all()).
         rec = self._view[name]
         self._view[name] = dataclasses.replace(rec, **changes)  # type: ignore[arg-type]
         self.generation += 1
