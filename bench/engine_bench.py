@@ -306,7 +306,7 @@ def run(quick: bool) -> dict[str, Any]:
         plugin = common.start_plugin(eng.plugins_dir / f"{PLUGIN}.sock", base)
         return measure(
             eng,
-            reps=3 if quick else 50,
+            reps=3 if quick else 100,
             api_reps=5 if quick else 200,
             ls_reps=3 if quick else 30,
             population=50 if quick else 1000,
