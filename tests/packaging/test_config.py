@@ -166,3 +166,63 @@ def test_installed_packages_and_dockvol_itself_are_not_shipped_as_drivers() -> N
         custom.source_of("msgspec:Struct")
     with pytest.raises(StepError, match="--driver local, block or shared"):
         custom.source_of("dockvol.drivers.local:LocalDriver")
+
+
+def custom_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, source: str, csi: bool = False
+) -> dict[str, object]:
+    """config.json for ``module:TmpfsDriver`` written from ``source``, loaded as ``dockvol plugin
+    build --driver`` loads it (from the current directory). Each test names its own module."""
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = f"{module}:TmpfsDriver"
+    return plugin_config("me/tmpfs:1", spec, load_driver(spec), csi=csi)
+
+
+def test_a_driver_class_without_docstring_is_described_by_its_module_docstring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = custom_config(
+        tmp_path, monkeypatch, "tmpfs_moddoc",
+        '"""Volumes in memory: a ``tmpfs`` per volume,\n'
+        "    gone at reboot.\n\n"
+        'More about it.\n"""\n'
+        "from dockvol.drivers.local import LocalDriver\n\n\n"
+        "class TmpfsDriver(LocalDriver):\n    pass\n",
+    )  # fmt: skip
+    assert cfg["description"] == (
+        "dockvol volume plugin: Volumes in memory: a tmpfs per volume, gone at reboot"
+    )
+
+
+def test_a_driver_without_any_docstring_is_described_by_its_module_and_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its base class's docstring describes the base (block volumes), not this driver.
+    source = (
+        "from dockvol.drivers.block.driver import BlockDriver\n\n\n"
+        "class TmpfsDriver(BlockDriver):\n    pass\n"
+    )
+    cfg = custom_config(tmp_path, monkeypatch, "tmpfs_nodoc", source)
+    assert cfg["description"] == "dockvol volume plugin (driver tmpfs_nodoc:TmpfsDriver)"
+    cfg = custom_config(tmp_path, monkeypatch, "tmpfs_nodoc", source, csi=True)
+    assert cfg["description"] == "dockvol CSI plugin (driver tmpfs_nodoc:TmpfsDriver)"
+
+
+def test_the_class_docstring_comes_first_and_shipped_drivers_keep_their_description(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = custom_config(
+        tmp_path, monkeypatch, "tmpfs_classdoc",
+        '"""Helpers and drivers of Acme."""\n'
+        "from dockvol.drivers.local import LocalDriver\n\n\n"
+        "class TmpfsDriver(LocalDriver):\n"
+        '    """Volumes in memory.\n\n    Each one is a tmpfs.\n    """\n',
+    )  # fmt: skip
+    assert cfg["description"] == "dockvol volume plugin: Volumes in memory"
+    assert config("local")["description"] == "dockvol volume plugin: local driver"
+    assert config("block")["description"] == (
+        "dockvol volume plugin: Size-limited volumes: a sparse image per volume with its own "
+        "ext4 or xfs filesystem"
+    )

@@ -13,15 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .._sdk.errors import DriverError, InUse
 from . import client as ec
 from .client import EtcdClient
+from .errors import Contended, HeldElsewhere
 from .keys import Layout, decode_json, encode_json
-
-
-class HeldElsewhere(InUse, DriverError):
-    """Another node holds the single-node volume: "in use" for every front end (CSI answers
-    FAILED_PRECONDITION, not INTERNAL), and still a DriverError for the callers that catch those."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +57,7 @@ class Holders:
             )
             if ok:
                 return
-        raise DriverError(f"volume {name!r} is contended by other nodes; try again")
+        raise Contended(f"volume {name!r} is contended by other nodes; try again")
 
     def unhold(self, name: str, deadline: float | None = None) -> None:
         """Drop this node's hold on ``name`` (nothing if another node holds it)."""

@@ -46,6 +46,7 @@ from .._sdk.errors import DriverError
 from . import client as ec
 from .access import MULTI, SINGLE_NODE, access_of
 from .client import EtcdClient, EtcdError, EtcdUnavailable, EtcdURL, LeaseNotFound
+from .errors import Contended, EtcdUnreachable, InUseElsewhere
 from .holders import Holders
 from .keys import (
     HOLDERS,
@@ -274,7 +275,7 @@ class EtcdRegistry(Registry):
                 [ec.op_get(key)],
             )
         except (EtcdUnavailable, EtcdError) as exc:
-            raise DriverError(
+            raise EtcdUnreachable(
                 self.holders.unreachable(f"create volume {record.name!r}", exc)
             ) from None
         if ok:
@@ -283,7 +284,7 @@ class EtcdRegistry(Registry):
             kvs = ec.range_kvs(resp[0]) if resp else []
             if not kvs:
                 # Deleted between the compare and the read: our create lost a race with a remove.
-                raise DriverError(
+                raise Contended(
                     f"volume {record.name!r} changed on another node meanwhile; try again"
                 )
             existing = decode_volume(kvs[0].value)
@@ -301,7 +302,9 @@ class EtcdRegistry(Registry):
                 [], [ec.op_delete(self.layout.volume(name)), ec.op_delete(self.layout.holder(name))]
             )
         except (EtcdUnavailable, EtcdError) as exc:
-            raise DriverError(self.holders.unreachable(f"remove volume {name!r}", exc)) from None
+            raise EtcdUnreachable(
+                self.holders.unreachable(f"remove volume {name!r}", exc)
+            ) from None
         self._apply_definition(name, None, rev)
 
     def set_options(self, name: str, options: Mapping[str, str]) -> None:
@@ -312,7 +315,9 @@ class EtcdRegistry(Registry):
         try:
             rev = self.client.put(self.layout.volume(name), encode_volume(new))
         except (EtcdUnavailable, EtcdError) as exc:
-            raise DriverError(self.holders.unreachable(f"change volume {name!r}", exc)) from None
+            raise EtcdUnreachable(
+                self.holders.unreachable(f"change volume {name!r}", exc)
+            ) from None
         self._apply_definition(name, new, rev)
 
     # -- writes: this node's mounts (local first, then published) -------------------------------
@@ -362,7 +367,7 @@ class EtcdRegistry(Registry):
             return
         lease = self.session.valid_lease()
         if lease is None:
-            raise DriverError(
+            raise EtcdUnreachable(
                 self.holders.fenced(name, self.session.last_error or "no valid lease")
             )
         try:
@@ -371,9 +376,9 @@ class EtcdRegistry(Registry):
                 self._acquired.add(name)
         except LeaseNotFound:
             self.session.lost()
-            raise DriverError(self.holders.fenced(name, "this node's lease expired")) from None
+            raise EtcdUnreachable(self.holders.fenced(name, "this node's lease expired")) from None
         except (EtcdUnavailable, EtcdError) as exc:
-            raise DriverError(self.holders.fenced(name, str(exc))) from None
+            raise EtcdUnreachable(self.holders.fenced(name, str(exc))) from None
 
     def release(self, name: str) -> None:
         access = self.access(name)
@@ -403,9 +408,9 @@ class EtcdRegistry(Registry):
             nodes = self.holders.users_elsewhere(name)
         except (EtcdUnavailable, EtcdError) as exc:
             msg = self.holders.unreachable(f"check who uses volume {name!r}", exc)
-            raise DriverError(msg) from None
+            raise EtcdUnreachable(msg) from None
         if nodes:
-            raise DriverError(self.holders.in_use(name, nodes))
+            raise InUseElsewhere(self.holders.in_use(name, nodes))
 
     # -- the view: applying what etcd says ------------------------------------------------------
     def _apply_definition(self, name: str, rec: VolumeRecord | None, rev: int) -> None:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from .._cluster.errors import Contended, EtcdUnreachable
 from .._sdk.errors import (
     AlreadyExists,
     DockvolError,
@@ -49,6 +50,11 @@ _CODES: tuple[tuple[type[DockvolError], grpc.StatusCode], ...] = (
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (InUse, grpc.StatusCode.FAILED_PRECONDITION),
+    # The cluster's passing conditions (both DriverErrors, so before it): the spec's codes for
+    # "retry later" (etcd unreachable from this node) and "another operation on this volume
+    # is under way" (a race with another node), which an orchestrator retries, with backoff.
+    (EtcdUnreachable, grpc.StatusCode.UNAVAILABLE),
+    (Contended, grpc.StatusCode.ABORTED),
     # A driver's message says what failed and what to do; the request itself was valid.
     (DriverError, grpc.StatusCode.INTERNAL),
     # Any other refusal of the service (stored options no longer valid...): state, not request.

@@ -21,6 +21,8 @@ anywhere the plugin can reach.
 
 from __future__ import annotations
 
+import re
+import sys
 from typing import Any
 
 from dockvol._sdk.driver import Driver
@@ -57,6 +59,27 @@ def _plugin_name(name: str) -> str:
     path = "/".join(last)
     first, _, rest = path.partition("/")
     return rest if rest and ("." in first or ":" in first or first == "localhost") else path
+
+
+def _summary(doc: str | None) -> str:
+    """A docstring's summary for one line of ``docker plugin ls``: its first paragraph, wrapped
+    lines joined, without reST's double backquotes or a final full stop; "" without one."""
+    first = re.split(r"\n\s*\n", (doc or "").strip(), maxsplit=1)[0]
+    return " ".join(first.split()).replace("``", "").rstrip(".")
+
+
+def _description(driver_name: str, driver_cls: type[Driver], custom: bool) -> str:
+    """What ``docker plugin ls`` and ``inspect`` show: the driver class's own docstring (a class
+    does not inherit one), else for a driver of the author's own its module's docstring, else
+    which driver the plugin serves."""
+    text = _summary(driver_cls.__doc__)
+    if not text and custom:
+        text = _summary(getattr(sys.modules.get(driver_cls.__module__), "__doc__", None))
+    if text:
+        return f"dockvol volume plugin: {text}"
+    if custom:  # "TmpfsDriver driver" would say little; the module:Class names the code
+        return f"dockvol volume plugin (driver {driver_name})"  # csi.py's replace keeps working
+    return f"dockvol volume plugin: {driver_name} driver"
 
 
 def plugin_config(
@@ -110,10 +133,8 @@ def plugin_config(
                 "options": ["rbind"],
             }
         )
-    doc = (driver_cls.__doc__ or "").strip().splitlines()
-    summary = doc[0].rstrip(".") if doc else f"{driver_name.split(':')[-1]} driver"
     config = {
-        "description": f"dockvol volume plugin: {summary}",
+        "description": _description(driver_name, driver_cls, is_custom(driver_name)),
         "documentation": DOCUMENTATION,
         "entrypoint": ENTRYPOINT,
         # A driver of the author's own is found in the working directory, as serve finds it.
