@@ -10,8 +10,11 @@ import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from tests.support.engine import Engine
 from tests.support.plugin import Plugin
@@ -19,6 +22,8 @@ from tests.support.plugin import Plugin
 from .etcd import CutProxy, EtcdCluster
 
 DRIVER = "shared"  # the plugin's name for the engines: docker volume create -d shared
+
+N = TypeVar("N")
 
 
 @dataclass
@@ -101,6 +106,22 @@ def start_node(name: str, etcd: EtcdCluster, shared_root: Path, ttl: float) -> N
         node.stop()
         raise
     return node
+
+
+def start_all(
+    start: Callable[[str], N], names: Sequence[str]
+) -> tuple[dict[str, N], list[Exception]]:
+    """Start the nodes ``names`` at once: (those that started, the errors of the others)."""
+    started: dict[str, N] = {}
+    errors: list[Exception] = []
+    with ThreadPoolExecutor(len(names)) as pool:
+        futures = {n: pool.submit(start, n) for n in names}
+        for n, f in futures.items():
+            try:
+                started[n] = f.result()
+            except Exception as exc:  # start the rest, then fail (never skip)
+                errors.append(exc)
+    return started, errors
 
 
 def _pids() -> list[int]:

@@ -19,7 +19,6 @@ import tempfile
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import pytest
 
 from dockvol._service.names import volume_key
 from dockvol.drivers.block import fscrypt, loop
-from tests.cluster.nodes import lines
+from tests.cluster.nodes import lines, start_all
 from tests.support.engine import BUSYBOX_IMAGE, Engine
 from tests.support.plugin import Plugin, call
 
@@ -114,17 +113,7 @@ def shared_root() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def nodes(etcd: EtcdCluster, shared_root: Path) -> Iterator[dict[str, Node]]:
     prefix = "/bf" + uuid.uuid4().hex[:8]
-    started: dict[str, Node] = {}
-    errors: list[BaseException] = []
-    with ThreadPoolExecutor(2) as pool:
-        futures = {
-            n: pool.submit(_start, n, etcd, shared_root, prefix, n == "a") for n in ("a", "b")
-        }
-        for n, f in futures.items():
-            try:
-                started[n] = f.result()
-            except Exception as exc:  # start the rest, then fail (never skip)
-                errors.append(exc)
+    started, errors = start_all(lambda n: _start(n, etcd, shared_root, prefix, n == "a"), "ab")
     try:
         if errors:
             raise errors[0]
