@@ -29,9 +29,10 @@ from dockvol.drivers.block import fscrypt, loop
 from tests.cluster.nodes import lines, start_all
 from tests.support.engine import BUSYBOX_IMAGE, Engine
 from tests.support.plugin import Plugin, call
+from tests.support.ports import free_port
 
 from .conftest import wait_for
-from .etcd import CutProxy, EtcdCluster, free_port
+from .etcd import CutProxy, EtcdCluster
 
 pytestmark = pytest.mark.engine
 

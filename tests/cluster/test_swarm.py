@@ -5,9 +5,7 @@ lands on, so the plugin must answer each node with the one cluster-wide volume.
 
 from __future__ import annotations
 
-import random
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -16,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.engine import BUSYBOX_IMAGE
+from tests.support.ports import free_port, swarm_data_path_port
 
 from .conftest import wait_for
-from .etcd import EtcdCluster, free_port
+from .etcd import EtcdCluster
 from .nodes import DRIVER, Node, start_node
 
 pytestmark = pytest.mark.engine
@@ -40,7 +39,7 @@ def swarm(etcd: EtcdCluster) -> Iterator[tuple[Node, Node, Path]]:
         mport, wport = free_port(), free_port()
         manager.docker(
             "swarm", "init", "--advertise-addr", f"127.0.0.1:{mport}",
-            "--listen-addr", f"127.0.0.1:{mport}", "--data-path-port", str(_udp_port()),
+            "--listen-addr", f"127.0.0.1:{mport}", "--data-path-port", str(swarm_data_path_port()),
         )  # fmt: skip
         token = manager.docker("swarm", "join-token", "-q", "worker").stdout.strip()
         worker.docker(
@@ -67,19 +66,6 @@ def swarm(etcd: EtcdCluster) -> Iterator[tuple[Node, Node, Path]]:
         for n in started:
             n.stop()
         shutil.rmtree(d, ignore_errors=True)
-
-
-def _udp_port() -> int:
-    """A free UDP port for swarm's data path (VXLAN), which must lie in 1024-49151."""
-    for _ in range(100):
-        port = random.randint(20000, 49151)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free UDP port for swarm's data path")
 
 
 def _reports_plugin(manager: Node, node: str) -> bool:

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.csi.managed import PLUGIN, build_csi_plugin
-from tests.csi.test_swarm import _free_port, _pluginaddr_bug, _udp_port, wait_for
+from tests.csi.test_swarm import _pluginaddr_bug, wait_for
 from tests.support.engine import Engine
+from tests.support.ports import free_port, swarm_data_path_port
 
 pytestmark = pytest.mark.engine
 
@@ -30,10 +31,10 @@ def engine26() -> Iterator[Engine]:
     eng = Engine.start(version="26")
     try:
         build_csi_plugin(eng, d, DOCKVOL_NODE="node-26")
-        port = _free_port()
+        port = free_port()
         eng.docker(
             "swarm", "init", "--advertise-addr", f"127.0.0.1:{port}",
-            "--listen-addr", f"127.0.0.1:{port}", "--data-path-port", str(_udp_port()),
+            "--listen-addr", f"127.0.0.1:{port}", "--data-path-port", str(swarm_data_path_port()),
         )  # fmt: skip
         yield eng
     finally:
