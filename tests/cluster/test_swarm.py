@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.engine import BUSYBOX_IMAGE
-from tests.support.ports import free_port, swarm_data_path_port
+from tests.support.swarm import swarm_init, swarm_join
 
 from .conftest import wait_for
 from .etcd import EtcdCluster
@@ -36,16 +36,7 @@ def swarm(etcd: EtcdCluster) -> Iterator[tuple[Node, Node, Path]]:
         started.append(manager)
         worker = start_node("w", etcd, root, TTL)
         started.append(worker)
-        mport, wport = free_port(), free_port()
-        manager.docker(
-            "swarm", "init", "--advertise-addr", f"127.0.0.1:{mport}",
-            "--listen-addr", f"127.0.0.1:{mport}", "--data-path-port", str(swarm_data_path_port()),
-        )  # fmt: skip
-        token = manager.docker("swarm", "join-token", "-q", "worker").stdout.strip()
-        worker.docker(
-            "swarm", "join", "--token", token, "--advertise-addr", f"127.0.0.1:{wport}",
-            "--listen-addr", f"127.0.0.1:{wport}", f"127.0.0.1:{mport}",
-        )  # fmt: skip
+        swarm_join(worker, manager, swarm_init(manager))
         wait_for(lambda: _ready_nodes(manager) == 2, timeout=60, what="both swarm nodes ready")
         # Swarm schedules a task only on nodes that report the volume plugin, and an engine
         # reports a legacy (socket) plugin only once it has used it: make each node use it.

@@ -28,7 +28,7 @@ import pytest
 
 from tests.csi.managed import PLUGIN, build_csi_plugin
 from tests.support.engine import BUSYBOX_IMAGE, Engine
-from tests.support.ports import free_port, swarm_data_path_port
+from tests.support.swarm import swarm_init, swarm_join
 
 pytestmark = pytest.mark.engine
 
@@ -106,16 +106,7 @@ def swarm() -> Iterator[Swarm]:
             build_csi_plugin(
                 eng, shared, GATED_DRIVER, name=GATED, cwd=GATED_DIR, DOCKVOL_NODE=name
             )
-        mport, wport = free_port(), free_port()
-        manager.docker(
-            "swarm", "init", "--advertise-addr", f"127.0.0.1:{mport}",
-            "--listen-addr", f"127.0.0.1:{mport}", "--data-path-port", str(swarm_data_path_port()),
-        )  # fmt: skip
-        token = manager.docker("swarm", "join-token", "-q", "worker").stdout.strip()
-        worker.docker(
-            "swarm", "join", "--token", token, "--advertise-addr", f"127.0.0.1:{wport}",
-            "--listen-addr", f"127.0.0.1:{wport}", f"127.0.0.1:{mport}",
-        )  # fmt: skip
+        swarm_join(worker, manager, swarm_init(manager))
         ids = {
             eng.docker("info", "-f", "{{.Swarm.NodeID}}").stdout.strip(): eng
             for eng in (manager, worker)
