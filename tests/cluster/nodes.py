@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from dockvol.drivers.block import loop
 from tests.support.engine import Engine
 from tests.support.plugin import Plugin
 
@@ -106,6 +109,19 @@ def start_node(name: str, etcd: EtcdCluster, shared_root: Path, ttl: float) -> N
         node.stop()
         raise
     return node
+
+
+def block_root(prefix: str) -> Iterator[Path]:
+    """A root under /tmp shared by the nodes' block volumes; at the end the loop devices left
+    on it are detached (failing the test) and it is removed."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    (d / "root").mkdir()
+    yield d / "root"
+    leaked = loop.under(d)
+    for lp in leaked:  # never leave a device behind, even after a failure
+        loop.detach(lp.device, lp.backing)
+    shutil.rmtree(d, ignore_errors=True)
+    assert not leaked, f"loop devices left on the shared root: {leaked}"
 
 
 def start_all(

@@ -8,8 +8,6 @@ single-node: it is attached on one node at a time and moves between nodes.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ from tests.support.plugin import Plugin, call
 
 from .conftest import wait_for
 from .etcd import EtcdCluster
-from .nodes import start_all
+from .nodes import block_root, start_all
 
 pytestmark = pytest.mark.engine
 
@@ -49,14 +47,7 @@ class BlockNode:
 
 @pytest.fixture(scope="module")
 def shared_root() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="dvbc", dir="/tmp"))
-    (d / "root").mkdir()
-    yield d / "root"
-    leaked = loop.under(d)
-    for lp in leaked:  # never leave a device behind, even after a failure
-        loop.detach(lp.device, lp.backing)
-    shutil.rmtree(d, ignore_errors=True)
-    assert not leaked, f"loop devices left on the shared root: {leaked}"
+    yield from block_root("dvbc")
 
 
 def _start(name: str, etcd: EtcdCluster, root: Path, prefix: str) -> BlockNode:

@@ -14,8 +14,6 @@ host's ``/proc/uptime`` (one clock for the test, both engines and their containe
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -26,7 +24,7 @@ import pytest
 
 from dockvol._service.names import volume_key
 from dockvol.drivers.block import fscrypt, loop
-from tests.cluster.nodes import lines, start_all
+from tests.cluster.nodes import block_root, lines, start_all
 from tests.support.engine import BUSYBOX_IMAGE, Engine
 from tests.support.plugin import Plugin, call
 from tests.support.ports import free_port
@@ -101,14 +99,7 @@ def _start(name: str, etcd: EtcdCluster, root: Path, prefix: str, cuttable: bool
 
 @pytest.fixture(scope="module")
 def shared_root() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="dvbf", dir="/tmp"))
-    (d / "root").mkdir()
-    yield d / "root"
-    leaked = loop.under(d)
-    for lp in leaked:  # never leave a device behind, even after a failure
-        loop.detach(lp.device, lp.backing)
-    shutil.rmtree(d, ignore_errors=True)
-    assert not leaked, f"loop devices left on the shared root: {leaked}"
+    yield from block_root("dvbf")
 
 
 @pytest.fixture(scope="module")
