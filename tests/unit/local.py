@@ -1,5 +1,5 @@
 """Helpers of the local driver's unit tests: volumes as the service makes them, polling with a
-deadline, and a bind mount inside a volume."""
+deadline, data no remove may touch and a bind mount inside a volume."""
 
 from __future__ import annotations
 
@@ -29,10 +29,16 @@ def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
     return cond()
 
 
+def precious(path: Path) -> Path:
+    """Make ``path`` a directory holding keep.txt ("data"), which no remove may touch."""
+    path.mkdir()
+    (path / "keep.txt").write_text("data")
+    return path
+
+
 def mount_inside(driver: LocalDriver, src: Path) -> tuple[Volume, Path]:
     """A new volume "v" with ``src`` (made here, holding keep.txt) bind-mounted at its sub/."""
-    src.mkdir()
-    (src / "keep.txt").write_text("data")
+    precious(src)
     vol = make("v")
     driver.create(vol)
     target = driver.mount(vol) / "sub"

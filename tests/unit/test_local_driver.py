@@ -11,7 +11,7 @@ import pytest
 
 from dockvol import DriverError
 from dockvol.drivers.local import LocalDriver
-from tests.unit.local import make, mount_inside, wait_until
+from tests.unit.local import make, mount_inside, precious, wait_until
 
 
 def test_create_applies_owner_and_mode(driver: LocalDriver) -> None:
@@ -38,9 +38,7 @@ def test_a_traversal_name_stays_inside_root(driver: LocalDriver, tmp_path: Path)
 def test_remove_does_not_follow_symlinks_out_of_the_volume(
     driver: LocalDriver, tmp_path: Path
 ) -> None:
-    outside = tmp_path / "precious"
-    outside.mkdir()
-    (outside / "keep.txt").write_text("data")
+    outside = precious(tmp_path / "precious")
     vol = make("v")
     driver.create(vol)
     (driver.mount(vol) / "link").symlink_to(outside)
@@ -52,9 +50,7 @@ def test_remove_does_not_follow_symlinks_out_of_the_volume(
 def test_remove_refuses_a_volume_directory_swapped_for_a_symlink(
     driver: LocalDriver, tmp_path: Path
 ) -> None:
-    outside = tmp_path / "precious"
-    outside.mkdir()
-    (outside / "keep.txt").write_text("data")
+    outside = precious(tmp_path / "precious")
     vol = make("v")
     driver.create(vol)
     path = driver.root / vol.key
