@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+from dockvol.drivers.block import loop
 from tests.support.engine import Engine
 from tests.support.plugin import Plugin
 
 from .etcd import CutProxy, EtcdCluster
 
 DRIVER = "shared"  # the plugin's name for the engines: docker volume create -d shared
+
+N = TypeVar("N")
 
 
 @dataclass
@@ -101,6 +109,35 @@ def start_node(name: str, etcd: EtcdCluster, shared_root: Path, ttl: float) -> N
         node.stop()
         raise
     return node
+
+
+def block_root(prefix: str) -> Iterator[Path]:
+    """A root under /tmp shared by the nodes' block volumes; at the end the loop devices left
+    on it are detached (failing the test) and it is removed."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    (d / "root").mkdir()
+    yield d / "root"
+    leaked = loop.under(d)
+    for lp in leaked:  # never leave a device behind, even after a failure
+        loop.detach(lp.device, lp.backing)
+    shutil.rmtree(d, ignore_errors=True)
+    assert not leaked, f"loop devices left on the shared root: {leaked}"
+
+
+def start_all(
+    start: Callable[[str], N], names: Sequence[str]
+) -> tuple[dict[str, N], list[Exception]]:
+    """Start the nodes ``names`` at once: (those that started, the errors of the others)."""
+    started: dict[str, N] = {}
+    errors: list[Exception] = []
+    with ThreadPoolExecutor(len(names)) as pool:
+        futures = {n: pool.submit(start, n) for n in names}
+        for n, f in futures.items():
+            try:
+                started[n] = f.result()
+            except Exception as exc:  # start the rest, then fail (never skip)
+                errors.append(exc)
+    return started, errors
 
 
 def _pids() -> list[int]:

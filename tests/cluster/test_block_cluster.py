@@ -8,11 +8,8 @@ single-node: it is attached on one node at a time and moves between nodes.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from tests.support.plugin import Plugin, call
 
 from .conftest import wait_for
 from .etcd import EtcdCluster
+from .nodes import block_root, start_all
 
 pytestmark = pytest.mark.engine
 
@@ -49,14 +47,7 @@ class BlockNode:
 
 @pytest.fixture(scope="module")
 def shared_root() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="dvbc", dir="/tmp"))
-    (d / "root").mkdir()
-    yield d / "root"
-    leaked = loop.under(d)
-    for lp in leaked:  # never leave a device behind, even after a failure
-        loop.detach(lp.device, lp.backing)
-    shutil.rmtree(d, ignore_errors=True)
-    assert not leaked, f"loop devices left on the shared root: {leaked}"
+    yield from block_root("dvbc")
 
 
 def _start(name: str, etcd: EtcdCluster, root: Path, prefix: str) -> BlockNode:
@@ -78,15 +69,7 @@ def _start(name: str, etcd: EtcdCluster, root: Path, prefix: str) -> BlockNode:
 @pytest.fixture(scope="module")
 def nodes(etcd: EtcdCluster, shared_root: Path) -> Iterator[dict[str, BlockNode]]:
     prefix = "/blk" + uuid.uuid4().hex[:8]
-    started: dict[str, BlockNode] = {}
-    errors: list[BaseException] = []
-    with ThreadPoolExecutor(2) as pool:
-        futures = {n: pool.submit(_start, n, etcd, shared_root, prefix) for n in "ab"}
-        for n, f in futures.items():
-            try:
-                started[n] = f.result()
-            except Exception as exc:  # start the rest, then fail (never skip)
-                errors.append(exc)
+    started, errors = start_all(lambda n: _start(n, etcd, shared_root, prefix), "ab")
     try:
         if errors:
             raise errors[0]

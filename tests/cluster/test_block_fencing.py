@@ -14,12 +14,9 @@ host's ``/proc/uptime`` (one clock for the test, both engines and their containe
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,12 +24,13 @@ import pytest
 
 from dockvol._service.names import volume_key
 from dockvol.drivers.block import fscrypt, loop
-from tests.cluster.nodes import lines
+from tests.cluster.nodes import block_root, lines, start_all
 from tests.support.engine import BUSYBOX_IMAGE, Engine
 from tests.support.plugin import Plugin, call
+from tests.support.ports import free_port
 
 from .conftest import wait_for
-from .etcd import CutProxy, EtcdCluster, free_port
+from .etcd import CutProxy, EtcdCluster
 
 pytestmark = pytest.mark.engine
 
@@ -101,30 +99,13 @@ def _start(name: str, etcd: EtcdCluster, root: Path, prefix: str, cuttable: bool
 
 @pytest.fixture(scope="module")
 def shared_root() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="dvbf", dir="/tmp"))
-    (d / "root").mkdir()
-    yield d / "root"
-    leaked = loop.under(d)
-    for lp in leaked:  # never leave a device behind, even after a failure
-        loop.detach(lp.device, lp.backing)
-    shutil.rmtree(d, ignore_errors=True)
-    assert not leaked, f"loop devices left on the shared root: {leaked}"
+    yield from block_root("dvbf")
 
 
 @pytest.fixture(scope="module")
 def nodes(etcd: EtcdCluster, shared_root: Path) -> Iterator[dict[str, Node]]:
     prefix = "/bf" + uuid.uuid4().hex[:8]
-    started: dict[str, Node] = {}
-    errors: list[BaseException] = []
-    with ThreadPoolExecutor(2) as pool:
-        futures = {
-            n: pool.submit(_start, n, etcd, shared_root, prefix, n == "a") for n in ("a", "b")
-        }
-        for n, f in futures.items():
-            try:
-                started[n] = f.result()
-            except Exception as exc:  # start the rest, then fail (never skip)
-                errors.append(exc)
+    started, errors = start_all(lambda n: _start(n, etcd, shared_root, prefix, n == "a"), "ab")
     try:
         if errors:
             raise errors[0]

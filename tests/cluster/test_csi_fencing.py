@@ -30,7 +30,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from dockvol._csi import csi_pb2_grpc as pb_grpc
 from dockvol._csi.access import TOPOLOGY_KEY
 from dockvol._service.names import volume_key
 from dockvol.drivers.block import loop
-from tests.cluster.nodes import lines
+from tests.cluster.nodes import lines, start_all
 from tests.csi.conftest import unmount_all_under
 from tests.csi.test_controller import cap, code_of
 from tests.support.plugin import Plugin
@@ -175,15 +174,7 @@ def base() -> Iterator[Path]:
 @pytest.fixture
 def pair(etcd: EtcdCluster, base: Path) -> Iterator[tuple[CsiNode, CsiNode]]:
     prefix = "/cf" + uuid.uuid4().hex[:8]
-    started: dict[str, CsiNode] = {}
-    errors: list[BaseException] = []
-    with ThreadPoolExecutor(2) as pool:
-        futures = {n: pool.submit(_start, n, base, base / "root", etcd, prefix) for n in "ab"}
-        for n, f in futures.items():
-            try:
-                started[n] = f.result()
-            except Exception as exc:  # start the rest, then fail (never skip)
-                errors.append(exc)
+    started, errors = start_all(lambda n: _start(n, base, base / "root", etcd, prefix), "ab")
     try:
         if errors:
             raise errors[0]

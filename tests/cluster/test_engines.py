@@ -13,7 +13,6 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from tests.support.engine import BUSYBOX_IMAGE
 
 from .conftest import wait_for
 from .etcd import EtcdCluster
-from .nodes import DRIVER, Node, start_node
+from .nodes import DRIVER, Node, start_all, start_node
 
 pytestmark = pytest.mark.engine
 
@@ -40,15 +39,7 @@ def shared_root() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def nodes(etcd: EtcdCluster, shared_root: Path) -> Iterator[dict[str, Node]]:
-    started: dict[str, Node] = {}
-    with ThreadPoolExecutor(3) as pool:
-        futures = {n: pool.submit(start_node, n, etcd, shared_root, TTL) for n in "abc"}
-        errors = []
-        for n, f in futures.items():
-            try:
-                started[n] = f.result()
-            except Exception as exc:  # start the rest, then fail (never skip)
-                errors.append(exc)
+    started, errors = start_all(lambda n: start_node(n, etcd, shared_root, TTL), "abc")
     try:
         if errors:
             raise errors[0]

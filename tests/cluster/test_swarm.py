@@ -5,9 +5,7 @@ lands on, so the plugin must answer each node with the one cluster-wide volume.
 
 from __future__ import annotations
 
-import random
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -16,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.engine import BUSYBOX_IMAGE
+from tests.support.swarm import swarm_init, swarm_join
 
 from .conftest import wait_for
-from .etcd import EtcdCluster, free_port
+from .etcd import EtcdCluster
 from .nodes import DRIVER, Node, start_node
 
 pytestmark = pytest.mark.engine
@@ -37,16 +36,7 @@ def swarm(etcd: EtcdCluster) -> Iterator[tuple[Node, Node, Path]]:
         started.append(manager)
         worker = start_node("w", etcd, root, TTL)
         started.append(worker)
-        mport, wport = free_port(), free_port()
-        manager.docker(
-            "swarm", "init", "--advertise-addr", f"127.0.0.1:{mport}",
-            "--listen-addr", f"127.0.0.1:{mport}", "--data-path-port", str(_udp_port()),
-        )  # fmt: skip
-        token = manager.docker("swarm", "join-token", "-q", "worker").stdout.strip()
-        worker.docker(
-            "swarm", "join", "--token", token, "--advertise-addr", f"127.0.0.1:{wport}",
-            "--listen-addr", f"127.0.0.1:{wport}", f"127.0.0.1:{mport}",
-        )  # fmt: skip
+        swarm_join(worker, manager, swarm_init(manager))
         wait_for(lambda: _ready_nodes(manager) == 2, timeout=60, what="both swarm nodes ready")
         # Swarm schedules a task only on nodes that report the volume plugin, and an engine
         # reports a legacy (socket) plugin only once it has used it: make each node use it.
@@ -67,19 +57,6 @@ def swarm(etcd: EtcdCluster) -> Iterator[tuple[Node, Node, Path]]:
         for n in started:
             n.stop()
         shutil.rmtree(d, ignore_errors=True)
-
-
-def _udp_port() -> int:
-    """A free UDP port for swarm's data path (VXLAN), which must lie in 1024-49151."""
-    for _ in range(100):
-        port = random.randint(20000, 49151)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free UDP port for swarm's data path")
 
 
 def _reports_plugin(manager: Node, node: str) -> bool:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import functools
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import time
 import uuid
@@ -31,6 +29,7 @@ import pytest
 
 from tests.csi.managed import PLUGIN, build_csi_plugin
 from tests.support.engine import BUSYBOX_IMAGE, Engine
+from tests.support.swarm import swarm_init, swarm_join
 
 pytestmark = pytest.mark.engine
 
@@ -53,25 +52,6 @@ def wait_for(cond: Callable[[], T], timeout: float = 60.0, what: str = "conditio
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.2)  # polling a condition with a deadline
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _udp_port() -> int:
-    """A free UDP port for swarm's data path, which must lie in 1024-49151."""
-    for _ in range(100):
-        port = random.randint(20000, 49151)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free UDP port for swarm's data path")
 
 
 @dataclass
@@ -127,16 +107,7 @@ def swarm() -> Iterator[Swarm]:
             build_csi_plugin(
                 eng, shared, GATED_DRIVER, name=GATED, cwd=GATED_DIR, DOCKVOL_NODE=name
             )
-        mport, wport = _free_port(), _free_port()
-        manager.docker(
-            "swarm", "init", "--advertise-addr", f"127.0.0.1:{mport}",
-            "--listen-addr", f"127.0.0.1:{mport}", "--data-path-port", str(_udp_port()),
-        )  # fmt: skip
-        token = manager.docker("swarm", "join-token", "-q", "worker").stdout.strip()
-        worker.docker(
-            "swarm", "join", "--token", token, "--advertise-addr", f"127.0.0.1:{wport}",
-            "--listen-addr", f"127.0.0.1:{wport}", f"127.0.0.1:{mport}",
-        )  # fmt: skip
+        swarm_join(worker, manager, swarm_init(manager))
         ids = {
             eng.docker("info", "-f", "{{.Swarm.NodeID}}").stdout.strip(): eng
             for eng in (manager, worker)

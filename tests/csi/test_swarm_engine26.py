@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.csi.managed import PLUGIN, build_csi_plugin
-from tests.csi.test_swarm import _free_port, _pluginaddr_bug, _udp_port, wait_for
+from tests.csi.test_swarm import _pluginaddr_bug, wait_for
 from tests.support.engine import Engine
+from tests.support.swarm import swarm_init
 
 pytestmark = pytest.mark.engine
 
@@ -30,11 +31,7 @@ def engine26() -> Iterator[Engine]:
     eng = Engine.start(version="26")
     try:
         build_csi_plugin(eng, d, DOCKVOL_NODE="node-26")
-        port = _free_port()
-        eng.docker(
-            "swarm", "init", "--advertise-addr", f"127.0.0.1:{port}",
-            "--listen-addr", f"127.0.0.1:{port}", "--data-path-port", str(_udp_port()),
-        )  # fmt: skip
+        swarm_init(eng)
         yield eng
     finally:
         eng.docker("swarm", "leave", "--force", check=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,21 +12,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.plugin import Plugin, call
+from tests.support.ports import free_port
 
 ID = "c" * 64
 RLO = "\u202eevil"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Plugin, int]]:
     base = tmp_path_factory.mktemp("st")
-    port = _free_port()
+    port = free_port()
     p = Plugin.start(
         base / "p.sock", base / "root", base / "state", "--metrics", f"127.0.0.1:{port}"
     )

@@ -5,29 +5,13 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from dockvol import DriverError, Volume
-from dockvol._sdk.options import parse_options
-from dockvol._service.names import volume_key
+from dockvol import DriverError
 from dockvol.drivers.local import LocalDriver
-
-
-def make(name: str, **opts: str) -> Volume:
-    values = parse_options(LocalDriver.options, opts)
-    return Volume(name, volume_key(name), values, datetime.now(UTC), opts)
-
-
-@pytest.fixture
-def driver(tmp_path: Path) -> LocalDriver:
-    d = LocalDriver(tmp_path / "root")
-    d.setup()
-    return d
+from tests.unit.local import make, mount_inside, precious, wait_until
 
 
 def test_create_applies_owner_and_mode(driver: LocalDriver) -> None:
@@ -54,9 +38,7 @@ def test_a_traversal_name_stays_inside_root(driver: LocalDriver, tmp_path: Path)
 def test_remove_does_not_follow_symlinks_out_of_the_volume(
     driver: LocalDriver, tmp_path: Path
 ) -> None:
-    outside = tmp_path / "precious"
-    outside.mkdir()
-    (outside / "keep.txt").write_text("data")
+    outside = precious(tmp_path / "precious")
     vol = make("v")
     driver.create(vol)
     (driver.mount(vol) / "link").symlink_to(outside)
@@ -68,9 +50,7 @@ def test_remove_does_not_follow_symlinks_out_of_the_volume(
 def test_remove_refuses_a_volume_directory_swapped_for_a_symlink(
     driver: LocalDriver, tmp_path: Path
 ) -> None:
-    outside = tmp_path / "precious"
-    outside.mkdir()
-    (outside / "keep.txt").write_text("data")
+    outside = precious(tmp_path / "precious")
     vol = make("v")
     driver.create(vol)
     path = driver.root / vol.key
@@ -83,13 +63,7 @@ def test_remove_refuses_a_volume_directory_swapped_for_a_symlink(
 
 def test_remove_refuses_to_delete_through_a_live_mount(driver: LocalDriver, tmp_path: Path) -> None:
     src = tmp_path / "mounted-src"
-    src.mkdir()
-    (src / "keep.txt").write_text("data")
-    vol = make("v")
-    driver.create(vol)
-    target = driver.mount(vol) / "sub"
-    target.mkdir()
-    subprocess.run(["mount", "--bind", str(src), str(target)], check=True)
+    vol, target = mount_inside(driver, src)
     try:
         with pytest.raises(DriverError, match="still mounted"):
             driver.remove(vol)
@@ -114,15 +88,6 @@ def test_recover_recreates_a_directory_lost_between_registry_and_create(
     vol = make("v", mode="0700")
     assert driver.recover(vol, None) is None
     assert stat.S_IMODE(os.stat(driver.root / vol.key).st_mode) == 0o700
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)  # polling a condition with a deadline
-    return cond()
 
 
 def test_adopted_data_keeps_its_retain(driver: LocalDriver) -> None:

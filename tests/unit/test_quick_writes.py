@@ -10,9 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,38 +19,16 @@ from dockvol import DriverError, Volume
 from dockvol._cluster.registry import EtcdRegistry
 from dockvol._registry.memory import MemoryRegistry
 from dockvol._registry.sqlite import SqliteRegistry
-from dockvol._sdk.options import parse_options
-from dockvol._service.names import volume_key
 from dockvol._service.service import VolumeService
 from dockvol.drivers.local import LocalDriver
 from dockvol.drivers.shared import SharedDriver
 from dockvol.host import mounts_under
-
-
-def make(name: str, **opts: str) -> Volume:
-    values = parse_options(LocalDriver.options, opts)
-    return Volume(name, volume_key(name), values, datetime.now(UTC), opts)
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)  # polling a condition with a deadline
-    return True
+from tests.unit.local import make, mount_inside, wait_until
 
 
 def _unmount_all(under: Path) -> None:
     for target in sorted(mounts_under(under), reverse=True):  # deepest first
         subprocess.run(["umount", target], check=True)
-
-
-@pytest.fixture
-def driver(tmp_path: Path) -> LocalDriver:
-    d = LocalDriver(tmp_path / "root")
-    d.setup()
-    return d
 
 
 # -- the local driver's remove -------------------------------------------------------------------
@@ -87,13 +62,7 @@ def test_a_mount_made_after_the_table_was_read_still_stops_remove(
     driver.remove(first)
 
     src = tmp_path / "src"
-    src.mkdir()
-    (src / "keep.txt").write_text("data")
-    vol = make("v")
-    driver.create(vol)
-    target = driver.mount(vol) / "sub"
-    target.mkdir()
-    subprocess.run(["mount", "--bind", str(src), str(target)], check=True)
+    vol, _ = mount_inside(driver, src)
     try:
         with pytest.raises(DriverError, match="still mounted"):
             driver.remove(vol)

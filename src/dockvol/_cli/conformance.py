@@ -150,7 +150,9 @@ def register(subparsers: Any) -> None:
 
 
 def _conformance(args: argparse.Namespace) -> int:
-    from dockvol.testing import Config, Runner, ShellFaults, WireClient, report, select
+    from dockvol.testing import Config, Runner, ShellFaults, WireClient, select
+
+    from .kit_report import finish_table, key_values, start_table
 
     if args.csi_endpoint:  # a CSI plugin: its own suite, the same reports
         return csi_conformance.run(args, _names)
@@ -185,13 +187,9 @@ def _conformance(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 3
-    opts: dict[str, str] = {}
-    for o in args.opt:
-        k, sep, v = o.partition("=")
-        if not sep or not k:
-            print(f"dockvol conformance: option {o!r}: write it as key=value", file=sys.stderr)
-            return 2
-        opts[k] = v
+    opts = key_values(args.opt)
+    if opts is None:
+        return 2
     config = Config(
         opts=opts or None,
         volumes=args.volumes,
@@ -214,29 +212,15 @@ def _conformance(args: argparse.Namespace) -> int:
         faults.faults() if faults else None,
         say=lambda text: print(text, file=sys.stderr, flush=True),
     )
-    print(
-        f"dockvol conformance: {len(checks)} checks against {address}, budget "
-        f"{config.budget:g}s, call timeout {config.call_timeout:g}s",
-        file=sys.stderr,
+    progress = start_table(
+        f"{len(checks)} checks against {address}",
+        config.budget,
+        config.call_timeout,
+        quiet=args.quiet,
     )
-    if not args.quiet:
-        print(report.header(), flush=True)
-
-    def progress(res: Any) -> None:
-        if not args.quiet or not res.ok:
-            print(report.row(res), flush=True)
-
     results = runner.run(checks, progress)
-    print()
-    print(report.summary(results))
-    print(runner.leftovers.render())
-    if faults is not None:
-        print(f"plugin log after restarts: {faults.log_path}")
-    if args.json:
-        report.write_json(args.json, results, str(address), runner.leftovers)
-    if args.junit:
-        report.write_junit(args.junit, results, str(address))
-    return 0 if all(r.ok for r in results) else 1
+    note = f"plugin log after restarts: {faults.log_path}" if faults is not None else ""
+    return finish_table(args, results, str(address), runner.leftovers, note)
 
 
 def _log_dir(args: argparse.Namespace) -> Path:

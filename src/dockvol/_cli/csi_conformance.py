@@ -32,8 +32,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, names: Any) -> int:
-    from dockvol.testing import report
     from dockvol.testing.csi import Config, CsiClient, CsiRunner, select
+
+    from .kit_report import finish_table, key_values, start_table
 
     if args.destructive or args.socket or args.url or args.plugin:
         print(
@@ -51,13 +52,9 @@ def run(args: argparse.Namespace, names: Any) -> int:
         for c in checks:
             print(f"{c.name:<24} {c.title}")
         return 0
-    params: dict[str, str] = {}
-    for o in args.opt:
-        k, sep, v = o.partition("=")
-        if not sep or not k:
-            print(f"dockvol conformance: option {o!r}: write it as key=value", file=sys.stderr)
-            return 2
-        params[k] = v
+    params = key_values(args.opt)
+    if params is None:
+        return 2
     try:
         client = CsiClient(args.csi_endpoint)
     except ValueError as e:
@@ -82,28 +79,14 @@ def run(args: argparse.Namespace, names: Any) -> int:
         target_dir=Path(args.csi_target_dir) if args.csi_target_dir else None,
     )
     runner = CsiRunner(client, config, say=lambda t: print(t, file=sys.stderr, flush=True))
-    print(
-        f"dockvol conformance: {len(checks)} CSI checks against {args.csi_endpoint}, budget "
-        f"{config.budget:g}s, call timeout {config.call_timeout:g}s",
-        file=sys.stderr,
+    progress = start_table(
+        f"{len(checks)} CSI checks against {args.csi_endpoint}",
+        config.budget,
+        config.call_timeout,
+        quiet=args.quiet,
     )
-    if not args.quiet:
-        print(report.header(), flush=True)
-
-    def progress(res: Any) -> None:
-        if not args.quiet or not res.ok:
-            print(report.row(res), flush=True)
-
     try:
         results = runner.run(checks, progress)
     finally:
         runner.close()
-    print()
-    print(report.summary(results))
-    print(runner.leftovers.render())
-    target = str(args.csi_endpoint)
-    if args.json:
-        report.write_json(args.json, results, target, runner.leftovers)  # type: ignore[arg-type]
-    if args.junit:
-        report.write_junit(args.junit, results, target)
-    return 0 if all(r.ok for r in results) else 1
+    return finish_table(args, results, str(args.csi_endpoint), runner.leftovers)

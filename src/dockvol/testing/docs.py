@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,27 +47,36 @@ def render(checks: Iterable[Check[Any]]) -> str:
 
 def updated(page: str, checks: Iterable[Check[Any]]) -> str:
     """``page`` with its generated part replaced (appended when it has none)."""
-    block = render(checks)
-    if BEGIN in page and END in page:
-        head, rest = page.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        return head + block + tail
+    return splice(page, render(checks), BEGIN, END)
+
+
+def splice(page: str, block: str, begin: str, end: str) -> str:
+    """``page`` with the part from ``begin`` to ``end`` replaced by ``block`` (appended when
+    it has none): ``block`` holds the markers."""
+    if begin in page and end in page:
+        head, rest = page.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
     return page.rstrip("\n") + "\n\n" + block + "\n"
+
+
+def rewrite(argv: list[str] | None, update: Callable[[str], str], what: str) -> int:
+    """The generators' command: rewrite the page named in ``argv`` with ``update``."""
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0] if args else "docs/conformance.md")
+    page = path.read_text()
+    new = update(page)
+    if new != page:
+        path.write_text(new)
+        print(f"{path}: {what} rewritten from the checks' metadata")
+    else:
+        print(f"{path}: already current")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     from .catalog import SUITE
 
-    args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0] if args else "docs/conformance.md")
-    page = path.read_text()
-    new = updated(page, SUITE)
-    if new != page:
-        path.write_text(new)
-        print(f"{path}: per-check sections rewritten from the checks' metadata")
-    else:
-        print(f"{path}: already current")
-    return 0
+    return rewrite(argv, lambda page: updated(page, SUITE), "per-check sections")
 
 
 if __name__ == "__main__":

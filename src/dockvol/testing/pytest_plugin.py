@@ -42,17 +42,16 @@ class ConformanceWarning(UserWarning):
     """The engine tolerates what the plugin did; the text says when it would bite."""
 
 
-def _outcome(runner: Runner, chk: Check[Context]) -> None:
-    """The same verdicts as ``dockvol conformance``: fail and error fail the test, skip
-    skips it, warn passes with a warning in pytest's warnings summary."""
-    res = runner.run_one(chk)
+def as_test_outcome(res: Result) -> None:
+    """The same verdicts as ``dockvol conformance``, for both kits: fail and error fail the
+    test, skip skips it, warn passes with a warning in pytest's warnings summary."""
     if res.outcome in ("fail", "error"):
         raise ConformanceFailure(res)
     if res.outcome == "skip":
         pytest.skip(res.message)
     if res.outcome == "warn":
         for text in [res.message, *res.notes]:
-            warnings.warn(ConformanceWarning(f"{chk.name}: {text}"), stacklevel=1)
+            warnings.warn(ConformanceWarning(f"{res.check.name}: {text}"), stacklevel=1)
 
 
 def _load(spec: str) -> DriverFactory:
@@ -170,7 +169,7 @@ def conformance_tests(
 
         @pytest.mark.parametrize("check", list(checks))
         def test_conformance(self, dockvol_runner: Runner, check: str) -> None:
-            _outcome(dockvol_runner, checks[check])
+            as_test_outcome(dockvol_runner.run_one(checks[check]))
 
     return TestConformance
 
@@ -256,7 +255,7 @@ class ConformanceItem(pytest.Item):
         self.target = target
 
     def runtest(self) -> None:
-        _outcome(self.target.start(self.target.scratch()), self.check)
+        as_test_outcome(self.target.start(self.target.scratch()).run_one(self.check))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, ConformanceFailure):

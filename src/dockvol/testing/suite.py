@@ -28,6 +28,7 @@ from .verdict import (
     Skipped,
     bites,
     execute,
+    run_checks,
 )
 
 __all__ = [
@@ -513,14 +514,7 @@ class Runner:
     def run(
         self, checks: Sequence[Check[Any]], progress: Callable[[Result], None] | None = None
     ) -> list[Result]:
-        out = []
-        for chk in checks:
-            res = self.run_one(chk)
-            if progress is not None:
-                progress(res)
-            out.append(res)
-        self.finish()
-        return out
+        return run_checks(self, checks, progress)
 
     def finish(self) -> None:
         """Look for what the run left on this host (mounts, directories)."""

@@ -19,9 +19,9 @@ Outcomes, and what each promises:
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 Outcome = Literal["pass", "warn", "fail", "skip", "error"]
 OUTCOMES: tuple[Outcome, ...] = ("pass", "warn", "fail", "error", "skip")
@@ -153,3 +153,27 @@ def execute(chk: Check[C], ctx: C, warnings: list[str], infos: list[str]) -> Res
         tb = traceback.format_exc(limit=3)
         res = Result(chk, "error", f"{type(e).__name__}: {e}", [tb])
     return res
+
+
+class CheckRunner(Protocol):
+    """What :func:`run_checks` needs of a kit's runner (the Docker-protocol or the CSI one)."""
+
+    def run_one(self, chk: Check[Any]) -> Result: ...
+
+    def finish(self) -> None: ...
+
+
+def run_checks(
+    runner: CheckRunner,
+    checks: Sequence[Check[Any]],
+    progress: Callable[[Result], None] | None = None,
+) -> list[Result]:
+    """Run ``checks`` in order, telling ``progress`` of each result, then finish the run."""
+    out = []
+    for chk in checks:
+        res = runner.run_one(chk)
+        if progress is not None:
+            progress(res)
+        out.append(res)
+    runner.finish()
+    return out

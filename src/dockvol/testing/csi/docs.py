@@ -8,12 +8,10 @@ renders); the text around them is written by hand. A test fails when the part is
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-from ..docs import render_one
+from ..docs import render_one, rewrite, splice
 from ..verdict import Check
 
 BEGIN = (
@@ -31,26 +29,13 @@ def render(checks: Iterable[Check[Any]]) -> str:
 
 def updated(page: str, checks: Iterable[Check[Any]]) -> str:
     """``page`` with its CSI part replaced (appended when it has none)."""
-    block = render(checks)
-    if BEGIN in page and END in page:
-        head, rest = page.split(BEGIN, 1)
-        return head + block + rest.split(END, 1)[1]
-    return page.rstrip("\n") + "\n\n" + block + "\n"
+    return splice(page, render(checks), BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> int:
     from .checks import SUITE
 
-    args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0] if args else "docs/conformance.md")
-    page = path.read_text()
-    new = updated(page, SUITE)
-    if new != page:
-        path.write_text(new)
-        print(f"{path}: CSI check sections rewritten from the checks' metadata")
-    else:
-        print(f"{path}: already current")
-    return 0
+    return rewrite(argv, lambda page: updated(page, SUITE), "CSI check sections")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ..inprocess import DriverFactory
-from ..pytest_plugin import ConformanceFailure, ConformanceWarning
+from ..pytest_plugin import ConformanceWarning, as_test_outcome
 from .checks import select
 from .client import CsiClient
 from .inprocess import InProcessCsi
@@ -64,13 +64,6 @@ def csi_conformance_tests(
 
         @pytest.mark.parametrize("check", list(checks))
         def test_csi_conformance(self, dockvol_csi_runner: CsiRunner, check: str) -> None:
-            res = dockvol_csi_runner.run_one(checks[check])
-            if res.outcome in ("fail", "error"):
-                raise ConformanceFailure(res)
-            if res.outcome == "skip":
-                pytest.skip(res.message)
-            if res.outcome == "warn":
-                for text in [res.message, *res.notes]:
-                    warnings.warn(ConformanceWarning(f"{check}: {text}"), stacklevel=1)
+            as_test_outcome(dockvol_csi_runner.run_one(checks[check]))
 
     return TestCsiConformance

@@ -25,7 +25,17 @@ import grpc
 from dockvol._csi import csi_pb2 as pb
 
 from ..leftovers import mounted_paths
-from ..verdict import Check, CheckFailed, Hang, OutOfTime, Result, Skipped, bites, execute
+from ..verdict import (
+    Check,
+    CheckFailed,
+    Hang,
+    OutOfTime,
+    Result,
+    Skipped,
+    bites,
+    execute,
+    run_checks,
+)
 from .client import Answer, CallTimeout, CsiClient, mount_capability
 
 PluginService = pb.PluginCapability.Service
@@ -454,14 +464,7 @@ class CsiRunner:
     def run(
         self, checks: Sequence[Check[Any]], progress: Callable[[Result], None] | None = None
     ) -> list[Result]:
-        out = []
-        for chk in checks:
-            res = self.run_one(chk)
-            if progress is not None:
-                progress(res)
-            out.append(res)
-        self.finish()
-        return out
+        return run_checks(self, checks, progress)
 
     def finish(self) -> None:
         """Look for mounts left under the kit's directories; remove the directories the kit
