@@ -29,7 +29,7 @@ import pytest
 
 from tests.csi.managed import PLUGIN, build_csi_plugin
 from tests.support.engine import BUSYBOX_IMAGE, Engine
-from tests.support.swarm import swarm_init, swarm_join
+from tests.support.swarm import reports_csi, swarm_init, swarm_join, volume_field
 
 pytestmark = pytest.mark.engine
 
@@ -72,7 +72,7 @@ class Swarm:
             self.csi_reported = False
             wait_for(
                 lambda: all(
-                    _reports_csi(self.manager, i, p) for i in self.ids for p in (PLUGIN, GATED)
+                    reports_csi(self.manager, i, p) for i in self.ids for p in (PLUGIN, GATED)
                 ),
                 timeout=90,
                 what=f"both nodes reporting the CSI plugin to the swarm\n{self.logs()}",
@@ -123,14 +123,6 @@ def swarm() -> Iterator[Swarm]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _reports_csi(manager: Engine, node: str, plugin: str) -> bool:
-    out = manager.docker(
-        "node", "inspect", "-f", "{{range .Description.CSIInfo}}{{.PluginName}} {{end}}", node,
-        check=False,
-    ).stdout  # fmt: skip
-    return plugin.split(":")[0] in {name.split(":")[0] for name in out.split()}
-
-
 def _create_volume(sw: Swarm, vol: str, plugin: str, scope: str, sharing: str, *extra: str) -> None:
     """``docker volume create --type mount`` on the manager, then wait for the CSI controller
     to have created it (its volume ID)."""
@@ -139,15 +131,10 @@ def _create_volume(sw: Swarm, vol: str, plugin: str, scope: str, sharing: str, *
         "--sharing", sharing, *extra, vol,
     )  # fmt: skip
     wait_for(
-        lambda: _volume_field(sw.manager, vol, "{{.ClusterVolume.Info.VolumeID}}"),
+        lambda: volume_field(sw.manager, vol, "{{.ClusterVolume.Info.VolumeID}}"),
         timeout=90,
         what=f"{vol} created through the CSI controller\n{sw.logs()}",
     )
-
-
-def _volume_field(eng: Engine, vol: str, template: str) -> str:
-    r = eng.docker("volume", "inspect", "-f", template, vol, check=False)
-    return r.stdout.strip() if r.returncode == 0 else ""
 
 
 def _running_on(sw: Swarm, svc: str) -> list[str]:
@@ -225,7 +212,7 @@ def test_single_node_volume_moves_with_its_service(swarm: Swarm) -> None:
 def _drain_and_remove(sw: Swarm, vol: str) -> None:
     sw.manager.docker("volume", "update", "--availability", "drain", vol)
     wait_for(
-        lambda: _volume_field(sw.manager, vol, "{{len .ClusterVolume.PublishStatus}}") in ("", "0"),
+        lambda: volume_field(sw.manager, vol, "{{len .ClusterVolume.PublishStatus}}") in ("", "0"),
         timeout=120,
         what=f"{vol} unpublished everywhere\n{sw.logs()}",
     )
@@ -277,7 +264,7 @@ def test_engine_frees_a_global_services_volume_at_once(swarm: Swarm) -> None:
     sw.wait_csi_reported()
     vol, svc = f"gl{uuid.uuid4().hex[:6]}", f"svc{uuid.uuid4().hex[:6]}"
     _create_volume(sw, vol, PLUGIN, "multi", "all")
-    swarm_id = _volume_field(sw.manager, vol, "{{.ClusterVolume.ID}}")
+    swarm_id = volume_field(sw.manager, vol, "{{.ClusterVolume.ID}}")
     freed = (
         f'msg="attempting to unpublish volume" attempt=0 module=node/agent/csi volume.id={swarm_id}'
     )
@@ -296,7 +283,7 @@ def test_engine_frees_a_global_services_volume_at_once(swarm: Swarm) -> None:
             )
         states = wait_for(lambda: _task_states(sw, svc), what="the global service's tasks")
         assert len(states) == 2 and all(t.startswith("Preparing") for t in states), states
-        published = _volume_field(sw.manager, vol, "{{len .ClusterVolume.PublishStatus}}")
+        published = volume_field(sw.manager, vol, "{{len .ClusterVolume.PublishStatus}}")
         assert published in ("", "0"), published
     finally:
         sw.manager.docker("service", "rm", svc, check=False)
@@ -329,7 +316,7 @@ def test_single_node_volume_is_never_published_on_two_nodes(swarm: Swarm) -> Non
             what="the second task pending",
         )
         assert len(pending) == 1 and pending[0].endswith("|"), pending  # on no node
-        published = _volume_field(
+        published = volume_field(
             sw.manager, vol,
             "{{range .ClusterVolume.PublishStatus}}{{.NodeID}}={{.State}} {{end}}",
         ).split()  # fmt: skip
@@ -352,7 +339,7 @@ def _task_states(sw: Swarm, svc: str) -> list[str]:
 
 def _volume_dirs_named(sw: Swarm, vol: str) -> list[Path]:
     """The directory of cluster volume ``vol`` on the shared root (its CSI volume ID's key)."""
-    vid = _volume_field(sw.manager, vol, "{{.ClusterVolume.Info.VolumeID}}")
+    vid = volume_field(sw.manager, vol, "{{.ClusterVolume.Info.VolumeID}}")
     return [p for p in _volume_dirs(sw) if vid and vid in p.name] or [
         p for p in _volume_dirs(sw) if vol in p.name
     ]

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from tests.csi.managed import build_csi_plugin
-from tests.csi.test_swarm import _free_port, _reports_csi, _udp_port, _volume_field, wait_for
+from tests.csi.test_swarm import wait_for
 from tests.support.engine import BUSYBOX_IMAGE, Engine
+from tests.support.swarm import reports_csi, swarm_init, volume_field
 
 pytestmark = pytest.mark.engine
 
@@ -36,15 +37,11 @@ def node() -> Iterator[Engine]:
     in_swarm = False
     try:
         build_csi_plugin(eng, d, "block", name=BLOCK, DOCKVOL_NODE="node-b")
-        port = _free_port()
-        eng.docker(
-            "swarm", "init", "--advertise-addr", f"127.0.0.1:{port}",
-            "--listen-addr", f"127.0.0.1:{port}", "--data-path-port", str(_udp_port()),
-        )  # fmt: skip
+        swarm_init(eng)
         in_swarm = True
         node_id = eng.docker("info", "-f", "{{.Swarm.NodeID}}").stdout.strip()
         wait_for(
-            lambda: _reports_csi(eng, node_id, BLOCK),
+            lambda: reports_csi(eng, node_id, BLOCK),
             timeout=90,
             what=f"the node reporting {BLOCK} to the swarm\n{eng.tail_log(60)}",
         )
@@ -96,7 +93,7 @@ def _run_service(eng: Engine, svc: str, vol: str, script: str) -> str:
 def _remove_service(eng: Engine, svc: str, vol: str) -> None:
     eng.docker("service", "rm", svc)
     wait_for(
-        lambda: _volume_field(eng, vol, "{{len .ClusterVolume.PublishStatus}}") in ("", "0"),
+        lambda: volume_field(eng, vol, "{{len .ClusterVolume.PublishStatus}}") in ("", "0"),
         timeout=120,
         what=f"{vol} unpublished after its service went\n{eng.tail_log(60)}",
     )
@@ -110,7 +107,7 @@ def test_block_volume_has_its_size_keeps_its_data_and_is_deleted(node: Engine) -
         "--sharing", "none", "--required-bytes", "64MiB", vol,
     )  # fmt: skip
     wait_for(
-        lambda: _volume_field(eng, vol, "{{.ClusterVolume.Info.VolumeID}}"),
+        lambda: volume_field(eng, vol, "{{.ClusterVolume.Info.VolumeID}}"),
         timeout=90,
         what=f"{vol} created through the CSI controller\n{eng.tail_log(60)}",
     )

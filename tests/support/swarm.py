@@ -35,6 +35,21 @@ def swarm_join(worker: Docker, manager: Docker, addr: str) -> None:
     )
 
 
+def reports_csi(manager: Docker, node: str, plugin: str) -> bool:
+    """Does swarm node ``node`` report CSI plugin ``plugin`` (any tag) to the swarm?"""
+    out = manager.docker(
+        "node", "inspect", "-f", "{{range .Description.CSIInfo}}{{.PluginName}} {{end}}", node,
+        check=False,
+    ).stdout  # fmt: skip
+    return plugin.split(":")[0] in {name.split(":")[0] for name in out.split()}
+
+
+def volume_field(eng: Docker, vol: str, template: str) -> str:
+    """``docker volume inspect -f TEMPLATE`` of ``vol``, or "" when it does not exist."""
+    r = eng.docker("volume", "inspect", "-f", template, vol, check=False)
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
 def _data_path_port() -> int:
     """A free UDP port for swarm's data path (VXLAN), which must lie in 1024-49151."""
     for _ in range(100):
