@@ -389,6 +389,8 @@ def test_kill_9_in_the_middle_of_a_publish_loses_nothing_and_mounts_once(swarm: 
     gate, entered = sw.shared / ".gate", sw.shared / ".entered"
     gate.touch()
     (old,) = _plugin_pids("node-w", GATED_DRIVER)
+    # The worker engine's own mount namespace: what the engine (and containers) see.
+    engine_mounts = Path(f"/proc/{int(sw.worker.pidfile.read_text())}/mountinfo")
     sw.manager.docker(
         "service", "create", "--detach", "--no-resolve-image", "--name", svc,
         "--stop-grace-period", "1s", "--constraint", f"node.id=={sw.node_id(sw.worker)}",
@@ -416,15 +418,15 @@ def test_kill_9_in_the_middle_of_a_publish_loses_nothing_and_mounts_once(swarm: 
         # Inside the restarted plugin: the one publish bind of the volume.
         inside = _mounts_of(vol_dir, Path(f"/proc/{new[0]}/mountinfo"))
         assert len(inside) == 1 and inside[0].startswith("/data/published/"), inside
-        dockerd = int(sw.worker.pidfile.read_text())  # the engine's own mount namespace
-        on_host = _mounts_of(vol_dir, Path(f"/proc/{dockerd}/mountinfo"))
-        # Every bind of the volume the engine sees is that one publish target. (After the
-        # restart the engine's table lists that target twice, seen on 28.5.2 and not
-        # investigated further; the plugin itself bound it once, above.)
-        (target,) = set(on_host)
+        # Every bind of the volume the engine sees is that one publish target. The engine's
+        # table lists it twice: its bind of the plugin's propagated-mount directory onto itself
+        # shares a peer group with the mount beneath it, so the plugin's one bind propagates to
+        # both (the second hidden under the first); the plugin's unmount takes both away.
+        (target,) = set(_mounts_of(vol_dir, engine_mounts))
         assert "/propagated-mount/" in target and target.endswith(inside[0].rsplit("/", 1)[1])
     finally:
         gate.unlink(missing_ok=True)
         sw.manager.docker("service", "rm", svc, check=False)
     _drain_and_remove(sw, vol)
+    assert _mounts_of(vol_dir, engine_mounts) == []  # no bind of the volume outlives it
     wait_for(lambda: not vol_dir.exists(), timeout=30, what="the volume's directory deleted")
