@@ -18,8 +18,6 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,35 +25,20 @@ import grpc
 import pytest
 
 from dockvol._csi import csi_pb2 as pb
-from dockvol._csi import csi_pb2_grpc as pb_grpc
 from tests.csi.conftest import unmount_all_under
 from tests.csi.test_controller import cap, code_of
-from tests.support.plugin import Plugin, call
+from tests.support.plugin import call
 
+from . import csi_nodes
 from .conftest import wait_for
-from .etcd import CutProxy, EtcdCluster
+from .etcd import EtcdCluster
 
 TTL = 3.0
 NAME = "dvcsicodes"
 ID = "c" * 64
 
 
-@dataclass
-class Node:
-    name: str
-    dir: Path
-    plugin: Plugin
-    channel: grpc.Channel
-    proxies: list[CutProxy] = field(default_factory=list)
-
-    @property
-    def controller(self) -> pb_grpc.ControllerStub:
-        return pb_grpc.ControllerStub(self.channel)  # type: ignore[no-untyped-call]
-
-    @property
-    def node(self) -> pb_grpc.NodeStub:
-        return pb_grpc.NodeStub(self.channel)  # type: ignore[no-untyped-call]
-
+class Node(csi_nodes.CsiNode):
     def create(self, vol: str, **params: str) -> pb.Volume:
         req = pb.CreateVolumeRequest(name=vol, volume_capabilities=[cap()], parameters=params)
         reply: pb.CreateVolumeResponse = self.controller.CreateVolume(req, timeout=30)
@@ -81,53 +64,16 @@ class Node:
         return str(err)
 
 
-def _start(name: str, base: Path, etcd: EtcdCluster, prefix: str) -> Node:
-    """Node a gets cuttable proxies to etcd; b talks to etcd directly."""
-    proxies = [CutProxy(e) for e in etcd.endpoints] if name == "a" else []
-    url = "etcd://" + ",".join(p.endpoint for p in proxies) if proxies else etcd.url
-    d = base / name
-    d.mkdir()
-    csi_sock = d / "csi.sock"
-    try:
-        plugin = Plugin.start(
-            d / "p.sock", base / "root", d / "state",
-            "--driver", "shared", "--registry", url + prefix, "--node", name,
-            "--lease-ttl", str(TTL), "--csi-endpoint", f"unix://{csi_sock}",
-            name=NAME,
-        )  # fmt: skip
-    except BaseException:
-        for p in proxies:
-            p.close()
-        raise
-    return Node(name, d, plugin, grpc.insecure_channel(f"unix://{csi_sock}"), proxies)
-
-
 @pytest.fixture
 def pair(etcd: EtcdCluster) -> Iterator[tuple[Node, Node]]:
     base = Path(tempfile.mkdtemp(prefix="dvcc", dir="/tmp"))  # short: socket paths are limited
     (base / "root").mkdir()
-    prefix = "/cc" + uuid.uuid4().hex[:8]
-    started: dict[str, Node] = {}
-    errors: list[BaseException] = []
-    with ThreadPoolExecutor(2) as pool:
-        futures = {n: pool.submit(_start, n, base, etcd, prefix) for n in "ab"}
-        for n, f in futures.items():
-            try:
-                started[n] = f.result()
-            except Exception as exc:  # start the rest, then fail (never skip)
-                errors.append(exc)
     try:
-        if errors:
-            raise errors[0]
-        yield started["a"], started["b"]
+        yield from csi_nodes.csi_pair(
+            Node, base, base / "root", etcd, "/cc" + uuid.uuid4().hex[:8],
+            "--driver", "shared", "--lease-ttl", str(TTL), plugin=NAME,
+        )  # fmt: skip
     finally:
-        for node in started.values():
-            for p in node.proxies:
-                p.heal()
-            node.channel.close()
-            node.plugin.stop()
-            for p in node.proxies:
-                p.close()
         unmount_all_under(base)
         shutil.rmtree(base, ignore_errors=True)
 

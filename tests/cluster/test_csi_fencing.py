@@ -30,7 +30,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -41,13 +40,14 @@ from dockvol._csi import csi_pb2_grpc as pb_grpc
 from dockvol._csi.access import TOPOLOGY_KEY
 from dockvol._service.names import volume_key
 from dockvol.drivers.block import loop
-from tests.cluster.nodes import lines, start_all
+from tests.cluster import csi_nodes
+from tests.cluster.nodes import lines
 from tests.csi.conftest import unmount_all_under
 from tests.csi.test_controller import cap, code_of
 from tests.support.plugin import Plugin
 
 from .conftest import wait_for
-from .etcd import CutProxy, EtcdCluster
+from .etcd import EtcdCluster
 
 TTL = 3.0
 NAME = "dvcsifence"  # the plugin's name (its GetPluginInfo name too)
@@ -70,22 +70,7 @@ while True:
 """
 
 
-@dataclass
-class CsiNode:
-    name: str
-    dir: Path
-    plugin: Plugin
-    channel: grpc.Channel
-    proxies: list[CutProxy] = field(default_factory=list)
-
-    @property
-    def node(self) -> pb_grpc.NodeStub:
-        return pb_grpc.NodeStub(self.channel)  # type: ignore[no-untyped-call]
-
-    @property
-    def controller(self) -> pb_grpc.ControllerStub:
-        return pb_grpc.ControllerStub(self.channel)  # type: ignore[no-untyped-call]
-
+class CsiNode(csi_nodes.CsiNode):
     def stage(self, vol: str, staging: Path, context: dict[str, str]) -> None:
         self.node.NodeStageVolume(
             pb.NodeStageVolumeRequest(
@@ -129,36 +114,6 @@ class CsiNode:
         entries = self.controller.ListVolumes(pb.ListVolumesRequest(), timeout=30).entries
         return vol in {e.volume.volume_id for e in entries}
 
-    def cut(self) -> None:
-        for p in self.proxies:
-            p.cut()
-
-    def heal(self) -> None:
-        for p in self.proxies:
-            p.heal()
-
-
-def _start(name: str, base: Path, root: Path, etcd: EtcdCluster, prefix: str) -> CsiNode:
-    """Node a gets cuttable proxies to etcd; b talks to etcd directly."""
-    proxies = [CutProxy(e) for e in etcd.endpoints] if name == "a" else []
-    url = "etcd://" + ",".join(p.endpoint for p in proxies) if proxies else etcd.url
-    d = base / name
-    d.mkdir()
-    csi_sock = d / "csi.sock"
-    try:
-        plugin = Plugin.start(
-            d / "p.sock", root, d / "state",
-            "--driver", "block", "--registry", url + prefix, "--node", name,
-            "--lease-ttl", str(TTL), "--csi-endpoint", f"unix://{csi_sock}",
-            "--log-level", "debug",
-            name=NAME,
-        )  # fmt: skip
-    except BaseException:
-        for p in proxies:
-            p.close()
-        raise
-    return CsiNode(name, d, plugin, grpc.insecure_channel(f"unix://{csi_sock}"), proxies)
-
 
 @pytest.fixture
 def base() -> Iterator[Path]:
@@ -173,19 +128,10 @@ def base() -> Iterator[Path]:
 
 @pytest.fixture
 def pair(etcd: EtcdCluster, base: Path) -> Iterator[tuple[CsiNode, CsiNode]]:
-    prefix = "/cf" + uuid.uuid4().hex[:8]
-    started, errors = start_all(lambda n: _start(n, base, base / "root", etcd, prefix), "ab")
-    try:
-        if errors:
-            raise errors[0]
-        yield started["a"], started["b"]
-    finally:
-        for node in started.values():
-            node.heal()
-            node.channel.close()
-            node.plugin.stop()
-            for p in node.proxies:
-                p.close()
+    yield from csi_nodes.csi_pair(
+        CsiNode, base, base / "root", etcd, "/cf" + uuid.uuid4().hex[:8],
+        "--driver", "block", "--lease-ttl", str(TTL), "--log-level", "debug", plugin=NAME,
+    )  # fmt: skip
 
 
 def read(path: Path) -> str:
