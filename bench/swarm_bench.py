@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
-import socket
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from typing import Any, TypeVar
 
 from tests.csi.managed import PLUGIN, build_csi_plugin
 from tests.support.engine import BUSYBOX_IMAGE, Engine
+from tests.support.swarm import leave_swarm, reports_csi, swarm_init
 
 from . import common, stats
 from .engine_bench import EngineAPI, ratio_interval
@@ -43,19 +42,6 @@ def _wait(cond: Callable[[], T], timeout: float, what: str) -> T:
             raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.1)  # polling a condition, not timing
     return value
-
-
-def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
-    """A free loopback port; UDP (swarm's data path) must lie in 1024-49151."""
-    for _ in range(100):
-        port = random.randint(20000, 49151)
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port on loopback")
 
 
 def _epoch(ts: str) -> float:
@@ -105,23 +91,6 @@ class Bench:
             120,
             f"{cluster_volume} unpublished",
         )
-
-
-def _swarm_init(eng: Engine) -> None:
-    port = _free_port()
-    eng.docker(
-        "swarm", "init", "--advertise-addr", f"127.0.0.1:{port}",
-        "--listen-addr", f"127.0.0.1:{port}",
-        "--data-path-port", str(_free_port(socket.SOCK_DGRAM)),
-    )  # fmt: skip
-
-
-def _reports_csi(eng: Engine) -> bool:
-    out = eng.docker(
-        "node", "inspect", "-f", "{{range .Description.CSIInfo}}{{.PluginName}} {{end}}", "self",
-        check=False,
-    ).stdout  # fmt: skip
-    return PLUGIN.split(":")[0] in {p.split(":")[0] for p in out.split()}
 
 
 def measure(b: Bench, n: int) -> dict[str, Any]:
@@ -174,13 +143,11 @@ def run(quick: bool, n: int | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     shared = common.tmpdir("dvswb")
     eng = Engine.start(version="sid")
-    in_swarm = False
     try:
         build_csi_plugin(eng, shared, DOCKVOL_NODE="bench-node")
-        _swarm_init(eng)
-        in_swarm = True
+        swarm_init(eng)
         _wait(
-            lambda: _reports_csi(eng),
+            lambda: reports_csi(eng, "self", PLUGIN),
             90,
             f"the node reporting {PLUGIN} to the swarm (engine {eng.version}: 28.2 or later "
             f"can address a managed CSI plugin)\n{eng.tail_log(40)}",
@@ -200,10 +167,7 @@ def run(quick: bool, n: int | None = None) -> dict[str, Any]:
         }
     finally:
         try:
-            if in_swarm:
-                eng.docker("swarm", "leave", "--force", check=False)
-            for p in eng.docker("plugin", "ls", "-q", check=False).stdout.split():
-                eng.docker("plugin", "disable", "-f", p, check=False)
+            leave_swarm(eng)
         finally:
             eng.stop()
             shutil.rmtree(shared, ignore_errors=True)

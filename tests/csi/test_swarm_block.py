@@ -22,7 +22,7 @@ import pytest
 from tests.csi.managed import build_csi_plugin
 from tests.csi.test_swarm import wait_for
 from tests.support.engine import BUSYBOX_IMAGE, Engine
-from tests.support.swarm import reports_csi, swarm_init, volume_field
+from tests.support.swarm import leave_swarm, reports_csi, swarm_init, volume_field
 
 pytestmark = pytest.mark.engine
 
@@ -34,11 +34,9 @@ MiB = 1 << 20
 def node() -> Iterator[Engine]:
     d = Path(tempfile.mkdtemp(prefix="dvcsib", dir="/tmp"))
     eng = Engine.start(version="sid")
-    in_swarm = False
     try:
         build_csi_plugin(eng, d, "block", name=BLOCK, DOCKVOL_NODE="node-b")
         swarm_init(eng)
-        in_swarm = True
         node_id = eng.docker("info", "-f", "{{.Swarm.NodeID}}").stdout.strip()
         wait_for(
             lambda: reports_csi(eng, node_id, BLOCK),
@@ -48,10 +46,7 @@ def node() -> Iterator[Engine]:
         yield eng
     finally:
         try:
-            if in_swarm:
-                eng.docker("swarm", "leave", "--force", check=False)
-            for p in eng.docker("plugin", "ls", "-q", check=False).stdout.split():
-                eng.docker("plugin", "disable", "-f", p, check=False)
+            leave_swarm(eng)
         finally:
             eng.stop()
             shutil.rmtree(d, ignore_errors=True)

@@ -20,7 +20,7 @@ import pytest
 from tests.csi.managed import PLUGIN, build_csi_plugin
 from tests.csi.test_swarm import _pluginaddr_bug, wait_for
 from tests.support.engine import Engine
-from tests.support.swarm import swarm_init
+from tests.support.swarm import leave_swarm, swarm_init
 
 pytestmark = pytest.mark.engine
 
@@ -34,8 +34,7 @@ def engine26() -> Iterator[Engine]:
         swarm_init(eng)
         yield eng
     finally:
-        eng.docker("swarm", "leave", "--force", check=False)
-        eng.docker("plugin", "disable", "-f", PLUGIN, check=False)
+        leave_swarm(eng)
         eng.stop()
         shutil.rmtree(d, ignore_errors=True)
 

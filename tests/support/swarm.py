@@ -35,6 +35,14 @@ def swarm_join(worker: Docker, manager: Docker, addr: str) -> None:
     )
 
 
+def leave_swarm(eng: Docker) -> None:
+    """Leave the swarm (if in one) and force-disable every plugin: what an engine of a swarm
+    test needs before it is stopped."""
+    eng.docker("swarm", "leave", "--force", check=False)
+    for p in eng.docker("plugin", "ls", "-q", check=False).stdout.split():
+        eng.docker("plugin", "disable", "-f", p, check=False)
+
+
 def reports_csi(manager: Docker, node: str, plugin: str) -> bool:
     """Does swarm node ``node`` report CSI plugin ``plugin`` (any tag) to the swarm?"""
     out = manager.docker(
