@@ -493,7 +493,7 @@ class EtcdRegistry(Registry):
                 if parsed and parsed[0] == VOLUMES:
                     seen.add(parsed[1][0])
                 self._apply_kv(kv, False)
-            for rec in list(self._local.all()):
+            for rec in self._local.all():  # a snapshot: safe while the loop deletes
                 if rec.name not in seen:
                     self._apply_definition(rec.name, None, rev)
         return rev

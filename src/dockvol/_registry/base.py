@@ -73,7 +73,8 @@ class Registry(ABC):
     def get(self, name: str) -> VolumeRecord | None: ...
 
     @abstractmethod
-    def all(self) -> Iterable[VolumeRecord]: ...
+    def all(self) -> Iterable[VolumeRecord]:
+        """Every volume, as a snapshot: safe to iterate while writes go on."""
 
     # -- writes: durable before they return -----------------------------------------------------
     @abstractmethod
